@@ -1,0 +1,310 @@
+"""export(): the pipeline source → frontend → graph passes → quantization → backend → verify → bundle.
+
+Everything a target needs is decided by its profile; the calibration set and the FP32 reference outputs are made
+once and shared by every target and precision in the call. Every artefact is run by the on-device runner in its
+real runtime and compared with FP32 before its bundle is written; a miss goes to the fallback loop or fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .backends import Artefact, ConvertContext, backend_module
+from .bundle import discard, finalize, staging_dir
+from .errors import EdgeSDKError, InputError
+from .evaluate import Fidelity, fidelity
+from .frontends import SourceModel, load_source
+from .graph import PASSES, optimize
+from .profiles import TargetProfile, load_profile
+from .quant import CalibrationSet, QuantOverrides, QuantSpec, TextSet, load_texts, packaged_texts
+from .quant.fallback import FallbackResult, run_with_fallback
+from .runtime.runner import Runner
+from .runtime.manifest import Bundle
+from .runtime.text import TextEncoder, pool
+
+log = logging.getLogger("edgesdk")
+GOLDEN_TEXTS = ("A man is playing a guitar on the street.", "The quarterly report is due on Friday.",
+                "¿Dónde está la estación de tren?", "ok")
+FP32_COSINE_FLOOR = 0.9999
+SENSITIVITY_SAMPLES = 32
+TOOLS = ("edgesdk", "torch", "transformers", "tokenizers", "onnx", "onnxslim", "onnxruntime", "openvino", "nncf",
+         "numpy")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    targets: tuple[str, ...] = ("intel", "onnxruntime")
+    model: str | None = None  # None = the bundled all-MiniLM-L6-v2
+    tokenizer: str | None = None
+    out: str = "dist"
+    precisions: tuple[str, ...] | None = None  # None = each profile's default_precisions
+    calibration: str | None = None  # a text file; None = the packaged calibration set
+    fidelity_data: str | None = None  # a text file; None = the packaged held-out set
+    fidelity_samples: int = 256
+    quant: QuantOverrides = field(default_factory=QuantOverrides)
+    passes: tuple[str, ...] = PASSES
+    progress: bool = True
+
+
+@dataclass
+class BundleSummary:
+    path: str
+    target: str
+    backend: str
+    precision: str
+    size_bytes: int
+    fidelity: dict[str, Any]
+    kept_in_float: list[dict[str, Any]]
+    seconds: float
+
+
+@dataclass
+class ExportResult:
+    bundles: list[BundleSummary]
+    calibration_builds: int
+    report: dict[str, Any]
+
+
+@dataclass
+class _Shared:
+    """What the pipeline makes once per call and every target reuses."""
+
+    source: SourceModel
+    onnx_path: Path
+    encoder: TextEncoder
+    tokenizer_settings: dict[str, Any]
+    heldout_feeds: list[dict[str, np.ndarray]]
+    reference: np.ndarray
+    graph_report: dict[str, Any]
+    calibration: CalibrationSet | None = None
+    calibration_builds: int = 0
+
+
+def export(options: ExportOptions) -> ExportResult:
+    plans = _plan(options)
+    with tempfile.TemporaryDirectory(prefix="edgesdk-") as tmp:
+        shared = _prepare(options, Path(tmp))
+        summaries = []
+        for profile, precision, spec in plans:
+            if spec is not None and spec.mode == "static" and shared.calibration is None:
+                shared.calibration = _calibration_set(options, shared, max(s.samples for _, _, s in plans if s))
+                shared.calibration_builds += 1
+            summaries.append(_export_one(options, shared, profile, precision, spec))
+    return ExportResult(summaries, shared.calibration_builds, {"graph": shared.graph_report})
+
+
+def _plan(options: ExportOptions) -> list[tuple[TargetProfile, str, QuantSpec | None]]:
+    """Every (profile, precision, spec) to build, checked before any heavy work starts."""
+    if not options.targets:
+        raise InputError("no target given; pass --target NAME (see `edgesdk targets`).")
+    plans = []
+    for name in options.targets:
+        profile = load_profile(name)
+        backend_module(profile)  # fails now, with the list of exportable backends, if not implemented
+        precisions = options.precisions or profile.default_precisions
+        for precision in precisions:
+            if precision not in profile.precisions:
+                raise InputError(f"target '{profile.name}' does not accept precision '{precision}'; "
+                                 f"it accepts {', '.join(profile.precisions)}.")
+            spec = QuantSpec.from_profile(profile, options.quant) if precision == "int8" else None
+            plans.append((profile, precision, spec))
+    return plans
+
+
+def _prepare(options: ExportOptions, work: Path) -> _Shared:
+    started = time.perf_counter()
+    source = load_source(options.model, work, options.tokenizer)
+    log.info("model %s (%s) → FP32 ONNX in %.1fs", source.name, source.task, time.perf_counter() - started)
+    settings = _tokenizer_settings(source)
+    specs = [{"name": n, "dtype": "int64"} for n in source.input_names]
+    encoder = TextEncoder(str(source.tokenizer_dir / "tokenizer.json"), settings, specs)
+    texts = load_texts(options.fidelity_data) if options.fidelity_data else packaged_texts("heldout")
+    heldout = list(texts.texts[: options.fidelity_samples])
+    feeds = [encoder(heldout[i:i + 16]) for i in range(0, len(heldout), 16)]
+    optimised = work / "optimised_fp32.onnx"
+    report = optimize(source.onnx_path, optimised, feeds[0], options.passes)
+    log.info("graph passes: %d → %d nodes", sum(report.ops_before.values()), sum(report.ops_after.values()))
+    reference = np.concatenate([_pool(source, f, source.reference(f)) for f in feeds])
+    return _Shared(source, optimised, encoder, settings, feeds, reference, report.to_dict())
+
+
+def _tokenizer_settings(source: SourceModel) -> dict[str, Any]:
+    import json
+
+    settings = {"path": "tokenizer/tokenizer.json", "max_length": source.max_length, "static_length": None,
+                "pad_id": 0, "pad_token": "[PAD]"}
+    config = source.tokenizer_dir / "tokenizer_config.json"
+    if config.is_file():
+        pad = json.loads(config.read_text()).get("pad_token")
+        if isinstance(pad, str):
+            settings["pad_token"] = pad
+    tok = json.loads((source.tokenizer_dir / "tokenizer.json").read_text())
+    vocab = (tok.get("model") or {}).get("vocab")
+    if isinstance(vocab, dict) and settings["pad_token"] in vocab:
+        settings["pad_id"] = int(vocab[settings["pad_token"]])
+    return settings
+
+
+def _pool(source: SourceModel, feeds: dict[str, np.ndarray], raw: np.ndarray) -> np.ndarray:
+    return pool(raw, feeds["attention_mask"], source.pooling, source.normalize)
+
+
+def _calibration_set(options: ExportOptions, shared: _Shared, samples: int) -> CalibrationSet:
+    texts: TextSet = load_texts(options.calibration) if options.calibration else packaged_texts("calibration")
+    calib = CalibrationSet.build(texts, shared.encoder, samples)
+    log.info("calibration set built once: %d samples from %s, shared by every target", len(calib), texts.source)
+    return calib
+
+
+def _export_one(options: ExportOptions, shared: _Shared, profile: TargetProfile, precision: str,
+                spec: QuantSpec | None) -> BundleSummary:
+    started = time.perf_counter()
+    name = f"{shared.source.name}-{profile.name}-{precision}".lower()
+    final = Path(options.out) / name
+    backend = backend_module(profile)
+
+    def build(keep_float: tuple[str, ...]) -> tuple[Path, Artefact, Fidelity]:
+        staging = staging_dir(final)
+        try:
+            ctx = ConvertContext(shared.source, shared.onnx_path, staging, precision, spec or _fp_spec(profile),
+                                 shared.calibration, profile, keep_float)
+            artefact = backend.convert(ctx)
+            _add_payload(staging, shared)
+            manifest = _manifest(shared, profile, precision, spec, artefact)
+            return staging, artefact, _measure(staging, manifest, shared)
+        except BaseException:
+            discard(staging)
+            raise
+
+    log.info("%s: building %s %s", name, profile.backend, precision)
+    if spec is None:
+        staging, artefact, fid = build(())
+        outcome = FallbackResult(staging, artefact, fid, kept_in_float=[], attempts=[fid.to_dict()])
+        if fid.cosine_min < FP32_COSINE_FLOOR:
+            discard(staging)
+            raise EdgeSDKError(f"{name}: the {precision} artefact differs from the PyTorch reference (cosine min "
+                               f"{fid.cosine_min:.6f} < {FP32_COSINE_FLOOR}); the conversion is wrong, not lossy.")
+    else:
+        outcome = run_with_fallback(build, profile, lambda: _rank(shared, spec), discard)
+    manifest = _manifest(shared, profile, precision, spec, outcome.artefact)
+    manifest["fidelity"] = dict(outcome.fidelity.to_dict(), budget=_budget(profile), attempts=outcome.attempts)
+    manifest["quantization"]["kept_in_float"] = outcome.kept_in_float
+    manifest["golden"] = {"inputs": "golden/inputs.npz", "expected": "golden/expected.npz",
+                          "texts": "golden/texts.txt"}
+    _write_golden(outcome.staging, manifest, shared)
+    _write_report(outcome.staging, shared, outcome, time.perf_counter() - started)
+    finalize(outcome.staging, final, manifest)
+    size = sum((final / f).stat().st_size for f in outcome.artefact.files)
+    return BundleSummary(str(final), profile.name, profile.backend, precision, size, outcome.fidelity.to_dict(),
+                         outcome.kept_in_float, round(time.perf_counter() - started, 1))
+
+
+def _rank(shared: _Shared, spec: QuantSpec) -> list:
+    """Measured per-layer sensitivity, from a QDQ probe of the same spec run beside FP32 in ONNX Runtime."""
+    from .quant.nncf_options import nncf_quantize_onnx
+    from .quant.sensitivity import rank_layers
+
+    probe = shared.onnx_path.with_name("sensitivity_probe.onnx")
+    if not probe.exists():
+        nncf_quantize_onnx(shared.onnx_path, probe, spec, shared.calibration, ())
+    return rank_layers(shared.onnx_path, probe, list(shared.calibration)[:SENSITIVITY_SAMPLES])
+
+
+def _fp_spec(profile: TargetProfile) -> QuantSpec:
+    return QuantSpec.from_profile(profile)
+
+
+def _budget(profile: TargetProfile) -> dict[str, float]:
+    return {"cosine_mean": profile.fidelity.cosine_mean, "cosine_min": profile.fidelity.cosine_min}
+
+
+def _add_payload(staging: Path, shared: _Shared) -> None:
+    tok = staging / "tokenizer"
+    tok.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        if (shared.source.tokenizer_dir / name).is_file():
+            shutil.copyfile(shared.source.tokenizer_dir / name, tok / name)
+
+
+def _manifest(shared: _Shared, profile: TargetProfile, precision: str, spec: QuantSpec | None,
+              artefact: Artefact) -> dict[str, Any]:
+    src = shared.source
+    return {
+        "edgesdk_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": {"name": src.name, "source": src.source, "task": src.task, "pooling": src.pooling,
+                  "normalize": src.normalize, "labels": src.labels},
+        "target": {"name": profile.name, "profile_sha256": profile.content_sha256, "backend": profile.backend,
+                   "description": profile.description, **artefact.target_fields},
+        "precision": precision,
+        "quantization": {"spec": spec.to_dict() if spec else None, "decisions": artefact.decisions,
+                         "kept_in_float": []},
+        "artefact": {"format": artefact.format, "entry": artefact.entry, "files": artefact.files},
+        "inputs": artefact.inputs,
+        "outputs": artefact.outputs,
+        "tokenizer": shared.tokenizer_settings,
+        "versions": _versions(),
+        "runtime_requirements": ["numpy", "tokenizers", *artefact.runtime_requirements],
+        "machine": {"platform": platform.platform(), "python": platform.python_version()},
+    }
+
+
+def _measure(staging: Path, manifest: dict[str, Any], shared: _Shared) -> Fidelity:
+    """Run the staged artefact through the on-device runner (its real runtime) and compare with FP32."""
+    runner = Runner(Bundle(staging, manifest), threads=None)
+    try:
+        out = runner.outputs[0]["name"]
+        got = np.concatenate([_pool(shared.source, f, runner.run(f)[out]) for f in shared.heldout_feeds])
+    finally:
+        runner.close()
+    return fidelity(got, shared.reference, f"{shared.source.name} FP32 PyTorch" if shared.source.torch_module
+                    else "FP32 ONNX Runtime")
+
+
+def _write_golden(staging: Path, manifest: dict[str, Any], shared: _Shared) -> None:
+    golden = staging / "golden"
+    golden.mkdir(exist_ok=True)
+    feeds = shared.encoder(list(GOLDEN_TEXTS))
+    runner = Runner(Bundle(staging, manifest), threads=None)
+    try:
+        artefact = _pool(shared.source, feeds, runner.run(feeds)[runner.outputs[0]["name"]])
+    finally:
+        runner.close()
+    reference = _pool(shared.source, feeds, shared.source.reference(feeds))
+    np.savez(golden / "inputs.npz", **feeds)
+    np.savez(golden / "expected.npz", artefact=artefact, reference=reference)
+    (golden / "texts.txt").write_text("\n".join(GOLDEN_TEXTS) + "\n", encoding="utf-8")
+
+
+def _write_report(staging: Path, shared: _Shared, outcome: FallbackResult, seconds: float) -> None:
+    import json
+
+    report = {"graph_passes": shared.graph_report, "quantization": outcome.artefact.decisions,
+              "fallback_attempts": outcome.attempts, "kept_in_float": outcome.kept_in_float,
+              "calibration": {"samples": len(shared.calibration) if shared.calibration else 0,
+                              "source": shared.calibration.texts.source if shared.calibration else None,
+                              "builds_in_this_export": shared.calibration_builds},
+              "export_seconds": round(seconds, 2)}
+    (staging / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for tool in TOOLS:
+        try:
+            found[tool] = metadata.version(tool)
+        except metadata.PackageNotFoundError:
+            continue
+    return found

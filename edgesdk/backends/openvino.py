@@ -1,0 +1,51 @@
+"""OpenVINO backend: ONNX → OpenVINO IR (model.xml + model.bin); INT8 through NNCF's post-training quantization.
+
+FP32 keeps f32 weights and asks the runner for INFERENCE_PRECISION_HINT=f32 (OpenVINO would silently run bf16 on
+CPUs with avx512_bf16 otherwise). INT8 uses nncf.quantize with the transformer model type, the spec's preset and
+calibration method, and an IgnoredScope for the nodes the fallback loop keeps in float.
+"""
+
+from __future__ import annotations
+
+from ..errors import QuantizationError, require
+from . import Artefact, ConvertContext
+
+
+def convert(ctx: ConvertContext) -> Artefact:
+    ov = require("openvino", "openvino")
+    model = ov.convert_model(str(ctx.onnx_path))
+    decisions = {}
+    if ctx.precision == "int8":
+        model, decisions = _quantize(model, ctx)
+    xml = ctx.out_dir / "model.xml"
+    ov.save_model(model, str(xml), compress_to_fp16=ctx.precision == "fp16")
+    inputs = [{"name": p.get_any_name(), "dtype": p.get_element_type().to_dtype().name,
+               "shape": [d.get_length() if d.is_static else ("batch", "sequence")[i] if i < 2 else "?"
+                         for i, d in enumerate(p.get_partial_shape())]} for p in model.inputs]
+    outputs = [{"name": p.get_any_name(), "dtype": "float32",
+                "shape": [d.get_length() if d.is_static else ("batch", "sequence")[i] if i < 2 else "?"
+                          for i, d in enumerate(p.get_partial_shape())]} for p in model.outputs]
+    return Artefact(format="openvino-ir", entry="model.xml", files=["model.xml", "model.bin"], inputs=inputs,
+                    outputs=outputs, target_fields={"device": ctx.profile.device.device, "inference_precision": "f32"},
+                    decisions=decisions, runtime_requirements=[f"openvino=={ov.__version__.split('-')[0]}"])
+
+
+def _quantize(model, ctx: ConvertContext):
+    nncf = require("nncf", "export")
+    spec = ctx.spec
+    if spec.mode == "weight-only":
+        compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_SYM if spec.weight_symmetric
+                                           else nncf.CompressWeightsMode.INT8_ASYM)
+        return compressed, {"tool": f"nncf {nncf.__version__}", "call": "compress_weights"}
+    if spec.mode == "dynamic":
+        raise QuantizationError("OpenVINO has no dynamic-quantization export mode in edgesdk; use --quant-mode "
+                                "static (NNCF PTQ) or weight-only for the intel target.")
+    if ctx.calibration is None:
+        raise QuantizationError("static INT8 needs calibration data; none was built.")
+    from ..quant.nncf_options import nncf_quantize_kwargs
+
+    kwargs = nncf_quantize_kwargs(nncf, spec, ctx.keep_float, len(ctx.calibration))
+    quantized = nncf.quantize(model, nncf.Dataset(list(ctx.calibration)), **kwargs)
+    return quantized, {"tool": f"nncf {nncf.__version__}", "call": "quantize", "model_type": "TRANSFORMER",
+                       "preset": kwargs["preset"].name, "subset_size": kwargs["subset_size"],
+                       "ignored_nodes": list(ctx.keep_float)}

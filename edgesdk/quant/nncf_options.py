@@ -1,0 +1,46 @@
+"""QuantSpec → keyword arguments for `nncf.quantize` (shared by every backend that quantizes through NNCF).
+
+The mapping, not the math, is ours: symmetric activations → PERFORMANCE preset, asymmetric → MIXED; calibration
+methods map onto NNCF's range estimators (minmax → MINMAX, percentile → MEAN_QUANTILE, mse → HISTOGRAM, which
+minimises quantization error like PyTorch's HistogramObserver). NNCF has no KL-entropy estimator: asking for
+'entropy' on an NNCF backend is refused rather than silently replaced.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import QuantizationError
+from .spec import QuantSpec
+
+_ESTIMATORS = {"minmax": "MINMAX", "percentile": "MEAN_QUANTILE", "mse": "HISTOGRAM"}
+
+
+def nncf_quantize_kwargs(nncf, spec: QuantSpec, keep_float: tuple[str, ...], samples: int) -> dict[str, Any]:
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    if spec.calibration_method not in _ESTIMATORS:
+        raise QuantizationError(f"calibration method '{spec.calibration_method}' is not available through NNCF; "
+                                f"choose one of {', '.join(_ESTIMATORS)} (--calibration-method).")
+    estimator = getattr(RangeEstimatorParametersSet, _ESTIMATORS[spec.calibration_method])
+    return {
+        "preset": nncf.QuantizationPreset.PERFORMANCE if spec.activation_symmetric else nncf.QuantizationPreset.MIXED,
+        "model_type": nncf.ModelType.TRANSFORMER,
+        "subset_size": samples,
+        "ignored_scope": nncf.IgnoredScope(names=list(keep_float), validate=False) if keep_float else None,
+        "advanced_parameters": AdvancedQuantizationParameters(activations_range_estimator_params=estimator),
+    }
+
+
+def nncf_quantize_onnx(src, dst, spec: QuantSpec, calibration, keep_float: tuple[str, ...]) -> dict[str, Any]:
+    """Static INT8 QDQ ONNX through NNCF's ONNX backend; returns the decisions for the manifest."""
+    from ..errors import require
+
+    onnx = require("onnx", "export")
+    nncf = require("nncf", "export")
+    kwargs = nncf_quantize_kwargs(nncf, spec, keep_float, len(calibration))
+    quantized = nncf.quantize(onnx.load(str(src)), nncf.Dataset(list(calibration)), **kwargs)
+    onnx.save(quantized, str(dst))
+    return {"tool": f"nncf {nncf.__version__}", "call": "quantize", "format": "QDQ", "model_type": "TRANSFORMER",
+            "preset": kwargs["preset"].name, "subset_size": kwargs["subset_size"], "ignored_nodes": list(keep_float)}

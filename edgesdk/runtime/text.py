@@ -1,0 +1,75 @@
+"""Tokenization and pooling on the device, mirroring sentence-transformers `encode()`.
+
+The bundle's tokenizer.json plus the manifest's settings (max length, static length, pad token) fully
+describe tokenization; pooling (mean / cls / none) and L2 normalisation come from the manifest too.
+Texts longer than `max_length` tokens are truncated, as sentence-transformers does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import BundleError, InputError
+
+
+def check_texts(texts: Any) -> list[str]:
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, (list, tuple)):
+        raise InputError(f"texts must be a string or a list of strings, got {type(texts).__name__}.")
+    if len(texts) == 0:
+        raise InputError("texts is empty: pass at least one string, e.g. embed(['hello world']).")
+    bad = [(i, type(t).__name__) for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        i, kind = bad[0]
+        raise InputError(f"texts[{i}] is a {kind}, not a string ({len(bad)} non-string item(s) in all). "
+                         "Convert inputs with str() or drop them before calling.")
+    return list(texts)
+
+
+class TextEncoder:
+    """Turns strings into the model's integer feeds, per the manifest's tokenizer settings."""
+
+    def __init__(self, tokenizer_json: str, settings: dict[str, Any], inputs: list[dict[str, Any]]):
+        from tokenizers import Tokenizer
+
+        try:
+            self._tokenizer = Tokenizer.from_file(tokenizer_json)
+        except Exception as exc:  # tokenizers raises a bare Exception on a bad file
+            raise BundleError(f"cannot read tokenizer '{tokenizer_json}': {exc}. Re-export the bundle.") from exc
+        self.max_length = int(settings["max_length"])
+        self.static_length = settings.get("static_length")
+        self._tokenizer.enable_truncation(self.max_length if not self.static_length else int(self.static_length))
+        padding = {"pad_id": int(settings.get("pad_id", 0)), "pad_token": settings.get("pad_token", "[PAD]")}
+        if self.static_length:
+            padding["length"] = int(self.static_length)
+        self._tokenizer.enable_padding(**padding)
+        self._inputs = {spec["name"]: np.dtype(spec["dtype"]) for spec in inputs}
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        encodings = self._tokenizer.encode_batch(list(texts))
+        columns = {
+            "input_ids": [e.ids for e in encodings],
+            "attention_mask": [e.attention_mask for e in encodings],
+            "token_type_ids": [e.type_ids for e in encodings],
+        }
+        return {name: np.asarray(columns[name], dtype=dtype) for name, dtype in self._inputs.items()}
+
+
+def pool(hidden: np.ndarray, attention_mask: np.ndarray, pooling: str, normalize: bool) -> np.ndarray:
+    """Pool token states [B, S, H] into sentence vectors [B, H] the way the model was trained."""
+    hidden = hidden.astype(np.float32, copy=False)
+    if pooling == "mean":
+        mask = attention_mask.astype(np.float32)[:, :, None]
+        vectors = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+    elif pooling == "cls":
+        vectors = hidden[:, 0]
+    elif pooling == "none":
+        vectors = hidden
+    else:
+        raise BundleError(f"unknown pooling '{pooling}' in the manifest; this edgesdk knows mean, cls, none.")
+    if normalize:
+        vectors = vectors / np.clip(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12, None)
+    return vectors

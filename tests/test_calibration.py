@@ -1,0 +1,59 @@
+import pytest
+
+from edgesdk.errors import InputError, QuantizationError
+from edgesdk.profiles import load_profile
+from edgesdk.quant import CalibrationSet, QuantOverrides, QuantSpec, load_texts, packaged_texts
+
+
+def test_packaged_sets_are_large_and_disjoint():
+    calib, held = packaged_texts("calibration").texts, packaged_texts("heldout").texts
+    assert len(calib) >= 300 and len(held) >= 200
+    assert not set(calib) & set(held)
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.txt"
+    path.write_text("\n\n  \n")
+    with pytest.raises(InputError, match="holds no text"):
+        load_texts(path)
+
+
+def test_non_utf8_file(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    with pytest.raises(InputError, match="not UTF-8.*iconv"):
+        load_texts(path)
+
+
+def test_tsv_with_header_uses_text_columns(tmp_path):
+    path = tmp_path / "pairs.tsv"
+    path.write_text("index\tsentence1\tsentence2\tscore\n0\ta cat\ta dog\t1.0\n1\tsun\tmoon\t2.0\n")
+    assert load_texts(path).texts == ("a cat", "a dog", "sun", "moon")
+
+
+def test_fewer_texts_than_samples(tmp_path):
+    path = tmp_path / "few.txt"
+    path.write_text("one\ntwo\n")
+    with pytest.raises(InputError, match="has only 2 texts"):
+        CalibrationSet.build(load_texts(path), lambda t: {}, samples=10)
+
+
+def test_too_few_samples_for_the_method():
+    with pytest.raises(QuantizationError, match="too few.*percentile"):
+        QuantSpec.from_profile(load_profile("intel"), QuantOverrides(calibration_method="percentile", samples=4))
+
+
+def test_unknown_calibration_method():
+    with pytest.raises(QuantizationError, match="unknown.*minmax"):
+        QuantSpec.from_profile(load_profile("intel"), QuantOverrides(calibration_method="kl-magic"))
+
+
+def test_asymmetric_activations_for_tensorrt_are_refused():
+    with pytest.raises(QuantizationError, match="symmetric activations"):
+        QuantSpec.from_profile(load_profile("jetson"), QuantOverrides(activation_symmetric=False))
+
+
+def test_spec_follows_the_profile():
+    assert QuantSpec.from_profile(load_profile("jetson")).activation_symmetric is True
+    android = QuantSpec.from_profile(load_profile("android"))
+    assert android.full_integer and not android.activation_symmetric

@@ -1,0 +1,67 @@
+import pytest
+
+from edgesdk.errors import BackendNotAvailableError, ProfileError
+from edgesdk.profiles import bundled_profiles, load_profile
+from tests.conftest import write_profile
+
+
+def test_every_bundled_profile_loads_and_is_consistent():
+    names = bundled_profiles()
+    assert {"intel", "onnxruntime", "jetson", "android"} <= set(names)
+    for name in names:
+        profile = load_profile(name)
+        assert profile.name == name
+        assert set(profile.default_precisions) <= set(profile.precisions)
+        assert len(profile.content_sha256) == 64
+
+
+def test_tensorrt_profile_requires_symmetric_activations():
+    q = load_profile("jetson").quant
+    assert q.activation_symmetric and q.activation_symmetric_required
+
+
+def test_unknown_target_lists_the_bundled_ones():
+    with pytest.raises(ProfileError, match="unknown target 'nope'.*intel"):
+        load_profile("nope")
+
+
+def test_user_profile_file(tmp_path):
+    path = write_profile(tmp_path / "board.toml", "intel", name="board")
+    assert load_profile(str(path)).name == "board"
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = write_profile(tmp_path / "bad.toml", "intel", quant={"colour": "red"})
+    with pytest.raises(ProfileError, match="quant.colour"):
+        load_profile(str(path))
+
+
+@pytest.mark.parametrize("section,values,needle", [
+    ("backend", "coreml", "backend"),
+    ("quant", {"calibration_method": "magic"}, "calibration_method"),
+    ("quant", {"samples": "many"}, "integer"),
+    ("precisions", ["int3"], "int3"),
+])
+def test_bad_values_are_named(tmp_path, section, values, needle):
+    path = write_profile(tmp_path / "bad.toml", "intel", **{section: values})
+    with pytest.raises(ProfileError, match=needle):
+        load_profile(str(path))
+
+
+def test_missing_profile_file(tmp_path):
+    with pytest.raises(ProfileError, match="does not exist"):
+        load_profile(str(tmp_path / "missing.toml"))
+
+
+def test_invalid_toml(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("name = [unclosed")
+    with pytest.raises(ProfileError, match="not valid TOML"):
+        load_profile(str(path))
+
+
+def test_planned_backends_say_so_before_any_work():
+    from edgesdk.api import ExportOptions, _plan
+
+    with pytest.raises(BackendNotAvailableError, match="does not export yet"):
+        _plan(ExportOptions(targets=("jetson",)))

@@ -1,0 +1,88 @@
+import threading
+
+import numpy as np
+import pytest
+
+from edgesdk.errors import InputError
+from edgesdk.runtime import load
+
+
+@pytest.fixture(scope="module")
+def runner(tiny_bundle):
+    with load(tiny_bundle, threads=1) as r:
+        yield r
+
+
+def test_embed_shape_and_normalisation(runner):
+    vectors = runner.embed(["hello world", "edge devices are small"])
+    assert vectors.shape == (2, 64)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(runner.encode("hello world")[0], vectors[0], rtol=1e-5, atol=1e-6)
+
+
+def test_batching_does_not_change_results(runner):
+    texts = [f"sentence number {i} about {'edge ' * (i % 7)}devices" for i in range(11)]
+    np.testing.assert_allclose(runner.embed(texts, batch_size=3), runner.embed(texts, batch_size=11), atol=1e-5)
+
+
+@pytest.mark.parametrize("bad,needle", [([], "empty"), ([1, 2], "texts\\[0\\] is a int"), (None, "NoneType"),
+                                        (["ok", None], "texts\\[1\\]")])
+def test_bad_text_input(runner, bad, needle):
+    with pytest.raises(InputError, match=needle):
+        runner.embed(bad)
+
+
+def test_bad_batch_size(runner):
+    with pytest.raises(InputError, match="batch_size"):
+        runner.embed(["a"], batch_size=0)
+
+
+def test_long_text_is_truncated_to_max_length(runner):
+    feeds = runner.tokenize(["word " * 10_000])
+    assert feeds["input_ids"].shape == (1, runner.manifest["tokenizer"]["max_length"])
+    assert runner.embed(["word " * 10_000]).shape == (1, 64)
+
+
+def test_classify_on_an_embedding_model_is_refused(runner):
+    with pytest.raises(InputError, match="no classification head"):
+        runner.classify(["good movie"])
+
+
+def test_run_validates_feeds(runner):
+    feeds = runner.tokenize(["hello"])
+    with pytest.raises(InputError, match="missing"):
+        runner.run({"input_ids": feeds["input_ids"]})
+    with pytest.raises(InputError, match="dtype"):
+        runner.run({k: v.astype(np.float32) for k, v in feeds.items()})
+    out = runner.run(feeds)
+    assert out[runner.outputs[0]["name"]].shape[:2] == feeds["input_ids"].shape
+
+
+def test_thread_safety_gives_identical_results(tiny_export):
+    from pathlib import Path
+
+    path = next(b.path for b in tiny_export.bundles if b.backend == "openvino" and b.precision == "fp32")
+    runner = load(Path(path), threads=1)
+    texts = [f"parallel text {i}" for i in range(8)]
+    expected = runner.embed(texts)
+    results, errors = {}, []
+
+    def work(i):
+        try:
+            results[i] = runner.embed(texts)
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for got in results.values():
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_bad_threads_value(tiny_bundle):
+    with pytest.raises(InputError, match="threads"):
+        load(tiny_bundle, threads=0)
