@@ -38,7 +38,7 @@ log = logging.getLogger("edgesdk")
 GOLDEN_TEXTS = ("A man is playing a guitar on the street.", "The quarterly report is due on Friday.",
                 "¿Dónde está la estación de tren?", "ok")
 FP32_COSINE_FLOOR = 0.9999
-SENSITIVITY_SAMPLES = 32
+SENSITIVITY_SAMPLES = 64
 TOOLS = ("edgesdk", "torch", "transformers", "tokenizers", "onnx", "onnxslim", "onnxruntime", "openvino", "nncf",
          "numpy")
 
