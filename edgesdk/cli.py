@@ -200,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=0.0, help="minimum timed seconds (default 0)")
     p.add_argument("--json", help="write results (schema edgesdk.bench/1) to this file")
     p.set_defaults(func=cmd_bench)
+
+    from . import eval_cli
+
+    eval_cli.add_parser(sub)
     return parser
 
 

@@ -40,7 +40,14 @@ class QuantizationError(EdgeSDKError):
 
 
 class FidelityError(QuantizationError):
-    """The artefact's outputs drift from FP32 beyond the profile's budget (best reached is in the message)."""
+    """The artefact's outputs drift from FP32 beyond the profile's budget (best reached is in the message).
+
+    `attempts` holds the fidelity of every build the fallback loop tried, in order.
+    """
+
+    def __init__(self, message: str, attempts: list | None = None):
+        super().__init__(message)
+        self.attempts = attempts or []
 
 
 def require(module: str, extra: str):

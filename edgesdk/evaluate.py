@@ -34,3 +34,108 @@ def fidelity(candidate: np.ndarray, reference: np.ndarray, reference_name: str) 
     return Fidelity(n=len(cos), cosine_mean=round(float(cos.mean()), 6), cosine_min=round(float(cos.min()), 6),
                     cosine_p01=round(float(np.percentile(cos, 1)), 6),
                     max_abs_error=round(float(np.abs(candidate - reference).max()), 6), reference=reference_name)
+
+
+# -- task metrics on user data (`edgesdk eval`) ------------------------------------------------------------------
+
+TASKS = ("stsb", "sst2", "cosine")
+
+
+@dataclass(frozen=True)
+class PairSet:
+    first: tuple[str, ...]
+    second: tuple[str, ...]
+    scores: np.ndarray
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    texts: tuple[str, ...]
+    labels: tuple[str, ...]
+
+
+def _read_tsv(path) -> tuple[list[str], list[list[str]]]:
+    import csv
+    from pathlib import Path
+
+    from .errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"data file '{path}' does not exist.")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"'{path}' is not UTF-8; convert it (iconv -t UTF-8) and retry.") from exc
+    rows = list(csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE))
+    if len(rows) < 2:
+        raise InputError(f"'{path}' has no data rows; expected a TSV with a header row.")
+    return [h.strip().lower() for h in rows[0]], [r for r in rows[1:] if any(c.strip() for c in r)]
+
+
+def read_pairs(path) -> PairSet:
+    """STS-B style TSV: columns sentence1, sentence2, score (GLUE layout, or any TSV with that header)."""
+    from .errors import InputError
+
+    header, rows = _read_tsv(path)
+    try:
+        a, b, s = header.index("sentence1"), header.index("sentence2"), header.index("score")
+    except ValueError as exc:
+        raise InputError(f"'{path}' needs columns sentence1, sentence2 and score; its header is {header}.") from exc
+    rows = [r for r in rows if len(r) > max(a, b, s)]
+    try:
+        scores = np.array([float(r[s]) for r in rows])
+    except ValueError as exc:
+        raise InputError(f"'{path}': a score is not a number ({exc}).") from exc
+    return PairSet(tuple(r[a] for r in rows), tuple(r[b] for r in rows), scores)
+
+
+def read_labelled(path) -> LabelledSet:
+    """SST-2 style TSV: columns sentence (or text) and label."""
+    from .errors import InputError
+
+    header, rows = _read_tsv(path)
+    text_col = next((header.index(c) for c in ("sentence", "text") if c in header), None)
+    if text_col is None or "label" not in header:
+        raise InputError(f"'{path}' needs a sentence (or text) column and a label column; its header is {header}.")
+    label_col = header.index("label")
+    rows = [r for r in rows if len(r) > max(text_col, label_col) and r[text_col].strip()]
+    return LabelledSet(tuple(r[text_col] for r in rows), tuple(r[label_col].strip() for r in rows))
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(x, y).statistic)
+
+
+def stsb_spearman(embed, pairs: PairSet) -> float:
+    """Spearman ×100 between cosine of pair embeddings and the gold scores."""
+    a, b = embed(list(pairs.first)), embed(list(pairs.second))
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    return round(100 * spearman(cos, pairs.scores), 3)
+
+
+def recall_at_k(candidate: np.ndarray, reference: np.ndarray, k: int = 10) -> float:
+    """Mean overlap of each text's k nearest neighbours (cosine, itself excluded) under candidate vs reference."""
+    def neighbours(e: np.ndarray) -> np.ndarray:
+        e = e / np.linalg.norm(e, axis=1, keepdims=True)
+        sim = e @ e.T
+        np.fill_diagonal(sim, -np.inf)
+        return np.argsort(-sim, axis=1)[:, :k]
+
+    got, want = neighbours(candidate), neighbours(reference)
+    return round(float(np.mean([len(set(g) & set(w)) / k for g, w in zip(got, want)])), 4)
+
+
+def accuracy(predicted: list[str], gold: tuple[str, ...], label_names: list[str]) -> float:
+    from .errors import InputError
+
+    allowed = set(label_names) | {str(i) for i in range(len(label_names))}
+    unknown = sorted(set(gold) - allowed)
+    if unknown:
+        raise InputError(f"the eval file has labels {unknown[:5]} that the model does not know; its labels are "
+                         f"{label_names} (or their indices 0..{len(label_names) - 1}).")
+    index = {name: str(i) for i, name in enumerate(label_names)}
+    hits = [p == g or index[p] == g for p, g in zip(predicted, gold)]
+    return round(100 * float(np.mean(hits)), 3)

@@ -63,7 +63,7 @@ def run_with_fallback(build: Callable, profile: TargetProfile, rank: Callable[[]
         if (fid.cosine_min, fid.cosine_mean) > (best.cosine_min, best.cosine_mean):
             best = fid
         discard(staging)
-    raise FidelityError(
+    raise FidelityError(attempts=attempts, message=
         f"target '{profile.name}': the fidelity budget (cosine mean ≥ {budget.cosine_mean}, min ≥ "
         f"{budget.cosine_min}) cannot be met: the best reached was mean {best.cosine_mean:.5f} / min "
         f"{best.cosine_min:.5f} after {len(attempts)} attempts, the last with {len(ranking)} layers in float. "

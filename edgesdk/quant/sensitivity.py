@@ -58,11 +58,11 @@ def rank_layers(fp32_onnx: Path, qdq_onnx: Path, feeds: list[dict[str, np.ndarra
               for n in fp32.graph.node if n.op_type in QUANTIZABLE]
     qdq_tensors = {t for n in onnx.load(str(qdq_onnx)).graph.node for t in n.output}
     inputs = {i.name for i in fp32.graph.input}
-    names = sorted({t for _, ins, out in layers for t in [*ins, out] if t in qdq_tensors or t in inputs})
+    final = fp32.graph.output[0].name
+    names = sorted({t for _, ins, out in layers for t in [*ins, out] if t in qdq_tensors or t in inputs} | {final})
     ref = _run(_expose(fp32, names), feeds, names)
     got = _run(_expose(onnx.load(str(qdq_onnx)), names), feeds, names)
 
-    final = fp32.graph.output[0].name
     worst = _worst_samples(got[final], ref[final], WORST_SAMPLES)
 
     def rel(name: str) -> float:

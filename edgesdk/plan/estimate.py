@@ -1,0 +1,193 @@
+"""Memory estimate per precision: weights by kind, peak activations from liveness, workspace, total vs budget.
+
+Sizes scale with (batch, seq) the way a transformer's do: every activation's element count is c·batch^i·seq^j. The
+planner binds the graph at three probe points — (b, s), (2b, s), (b, s/2) — reads each tensor's i and j off the
+ratios, and can then re-run the liveness walk at any (batch, seq) in milliseconds: that is how the largest batch and
+sequence that fit are found, without re-running shape inference. The asked point itself is always exact.
+
+Assumptions per precision (documented in docs/plan.md):
+- weights: fp32 = 4 B; fp16 = 2 B; int8 = 1 B for MatMul/Gemm/Gather weights + one fp32 scale per output channel
+  (per row for embedding tables), biases and norms stay fp32; weight-only int4 = ½ B for MatMul weights + one fp16
+  scale per group of 128, embeddings int8 (NNCF's backup precision), the rest fp32.
+- activations: fp32 = 4 B, fp16 = 2 B; int8 and int4 on CPU runtimes (ONNX Runtime, OpenVINO CPU) keep the tensors
+  between ops in fp32 (integer kernels quantize their inputs on the fly), so 4 B; a TensorRT int8 engine runs the
+  layers around its Q/DQ pairs in fp16, so 2 B; a full-integer TFLite model (NNAPI/NPU) keeps int8 everywhere, so 1 B.
+- OpenVINO on CPU decompresses an fp16 IR to f32 at compile time (INFERENCE_PRECISION_HINT=f32), so its fp16 row
+  counts fp32 bytes in memory (the file is half the size).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .liveness import Graph
+from .onnx_graph import BoundGraph, Weight
+
+MB = 2**20
+SEARCH_LIMIT = 1 << 16
+WEIGHT_KINDS = ("embeddings", "matmul", "quant_params", "other")
+INT4_GROUP = 128
+# weight-only int4 per backend: (supported, how / why not)
+INT4_SUPPORT = {
+    "openvino": (True, "NNCF compress_weights INT4_SYM (MatMul weights; OpenVINO CPU/GPU/NPU run it); "
+                       "edgesdk export does not build it yet"),
+    "onnxruntime": (True, "MatMulNBits via onnxruntime.quantization.matmul_nbits_quantizer (CPU EP); "
+                          "edgesdk export does not build it yet"),
+    "tensorrt": (False, "not supported: TensorRT's int4 weight-only GEMMs need ModelOpt AWQ engines that "
+                        "edgesdk's TensorRT path (Q/DQ int8) does not produce"),
+    "tflite": (False, "not supported: the LiteRT NNAPI/NPU delegates run no int4 weights"),
+}
+
+
+@dataclass(frozen=True)
+class WeightBytes:
+    embeddings: int = 0
+    matmul: int = 0
+    quant_params: int = 0
+    other: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.embeddings + self.matmul + self.quant_params + self.other
+
+    def to_dict(self) -> dict[str, int]:
+        return {"embeddings": self.embeddings, "matmul": self.matmul, "quant_params": self.quant_params,
+                "other": self.other, "total": self.total}
+
+
+@dataclass(frozen=True)
+class PrecisionEstimate:
+    """One precision's memory at one (batch, seq); `fits`/`max_*` are None when the budget is unknown."""
+
+    precision: str
+    supported: bool
+    note: str
+    weights: WeightBytes = field(default_factory=WeightBytes)
+    runtime_copies: int = 0  # weights the runtime copies beside the file image (repacked MatMul weights)
+    activations: int = 0
+    inputs: int = 0
+    workspace: int = 0
+    overhead: int = 0  # the runtime's code and JIT kernels paged in by the first load and run
+    activation_itemsize: int | None = None
+    peak_op: str = ""
+    budget: int = 0
+    max_batch: int | None = None
+    max_seq: int | None = None
+
+    @property
+    def total(self) -> int:
+        return (self.weights.total + self.runtime_copies + self.activations + self.inputs + self.workspace
+                + self.overhead)
+
+    def to_dict(self) -> dict:
+        return {"precision": self.precision, "supported": self.supported, "note": self.note,
+                "weights": self.weights.to_dict(), "runtime_copies": self.runtime_copies,
+                "activations": self.activations, "activation_itemsize": self.activation_itemsize,
+                "peak_op": self.peak_op, "inputs": self.inputs, "workspace": self.workspace,
+                "overhead": self.overhead, "total": self.total, "budget": self.budget, "fits": self.fits,
+                "max_batch": self.max_batch, "max_seq": self.max_seq}
+
+    @property
+    def fits(self) -> bool | None:
+        return None if not self.budget or not self.supported else self.total <= self.budget
+
+
+@dataclass(frozen=True)
+class ScaledGraph:
+    """A bound graph plus each tensor's batch/seq exponents, to size it at any (batch, seq)."""
+
+    base: BoundGraph
+    exponents: dict[str, tuple[float, int, int]]  # name -> (coefficient, batch power, seq power)
+    input_exponents: dict[str, tuple[float, int, int]]
+
+    @classmethod
+    def from_probes(cls, base: BoundGraph, batch2: BoundGraph, seq2: BoundGraph) -> "ScaledGraph":
+        b_factor = batch2.batch / base.batch
+        s_factor = seq2.seq / base.seq
+
+        def fit(name, a, b, s):
+            i = _power(b.elems, a.elems, b_factor)
+            j = _power(s.elems, a.elems, s_factor)
+            return (a.elems / (base.batch ** i * base.seq ** j), i, j)
+
+        acts = {n: fit(n, t, batch2.tensors[n], seq2.tensors[n]) for n, t in base.tensors.items()}
+        feeds = {n: fit(n, t, batch2.inputs[n], seq2.inputs[n]) for n, t in base.inputs.items()}
+        return cls(base, acts, feeds)
+
+    def elems(self, name: str, batch: int, seq: int, table: str = "act") -> int:
+        if batch == self.base.batch and seq == self.base.seq:
+            return (self.base.tensors if table == "act" else self.base.inputs)[name].elems
+        coef, i, j = (self.exponents if table == "act" else self.input_exponents)[name]
+        return int(round(coef * batch ** i * seq ** j))
+
+    def graph(self, batch: int, seq: int, float_itemsize: int | None) -> Graph:
+        sizes = {n: self.elems(n, batch, seq) * _itemsize(t.itemsize, t.is_float, float_itemsize)
+                 for n, t in self.base.tensors.items()}
+        return Graph(self.base.ops, sizes, self.base.outputs)
+
+    def input_bytes(self, batch: int, seq: int) -> int:
+        return sum(self.elems(n, batch, seq, "inputs") * t.itemsize for n, t in self.base.inputs.items())
+
+
+def _power(probe: int, base: int, factor: float) -> int:
+    """The exponent k with probe = base · factor^k (0, 1 or 2 for a transformer's tensors)."""
+    if probe <= 0 or base <= 0 or factor == 1:
+        return 0
+    return max(0, int(round(math.log(probe / base) / math.log(factor))))
+
+
+def _itemsize(native: int, is_float: bool, override: int | None) -> int:
+    return override if (override and is_float) else native
+
+
+def weight_bytes(weights: tuple[Weight, ...], precision: str) -> WeightBytes:
+    """Weight bytes by kind at `precision` ('as-is' = the dtypes stored in the model)."""
+    totals = dict.fromkeys(WEIGHT_KINDS, 0)
+    for w in weights:
+        totals[w.kind] += _one_weight(w, precision)
+    return WeightBytes(**totals)
+
+
+def _one_weight(w: Weight, precision: str) -> int:
+    n = w.elems
+    if precision == "as-is" or not w.is_float:
+        return int(n * w.itemsize)
+    if precision == "fp16":
+        return 2 * n
+    big = w.kind in ("matmul", "embeddings") and len(w.shape) >= 2
+    if precision == "int4" and big and w.kind == "matmul":
+        return n // 2 + 2 * math.ceil(n / INT4_GROUP)
+    if precision in ("int8", "int4") and big:
+        channels = w.shape[0] if w.kind == "embeddings" else w.shape[-1]
+        return n + 4 * channels
+    return 4 * n
+
+
+def activation_itemsize(precision: str, backend: str, full_integer: bool, device: str) -> int | None:
+    """Bytes per float activation element at run time (see the module docstring); None = the model's own."""
+    if precision == "as-is":
+        return None
+    if precision == "fp32":
+        return 4
+    if precision == "fp16":
+        return 4 if (backend == "openvino" and device.upper() == "CPU") else 2
+    if backend == "tensorrt":
+        return 2
+    if backend == "tflite" and precision == "int8" and full_integer:
+        return 1
+    return 4
+
+
+def largest(fits, start: int = 1) -> int:
+    """The largest n ≥ start with fits(n) (fits is monotone), 0 if none, capped at SEARCH_LIMIT."""
+    if not fits(start):
+        return 0
+    low, high = start, start * 2
+    while high <= SEARCH_LIMIT and fits(high):
+        low, high = high, high * 2
+    high = min(high, SEARCH_LIMIT + 1)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid)
+    return low

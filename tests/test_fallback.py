@@ -1,0 +1,49 @@
+"""The accuracy-aware fallback loop on a 2-layer random BERT: measured sensitivity, layers back to float, typed failure."""
+
+from pathlib import Path
+
+import pytest
+
+from edgesdk.api import ExportOptions, export
+from edgesdk.errors import FidelityError
+from edgesdk.quant.fallback import schedule
+from edgesdk.runtime import read_bundle
+from tests.conftest import write_profile
+
+
+def _export(tiny_model_dir, tmp_path, cosine_mean, cosine_min):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    profile = write_profile(tmp_path / "tight.toml", "onnxruntime", name="tight",
+                            fidelity={"cosine_mean": cosine_mean, "cosine_min": cosine_min}, quant={"samples": 32})
+    return export(ExportOptions(targets=(str(profile),), model=str(tiny_model_dir), out=str(tmp_path / "dist"),
+                                precisions=("int8",), fidelity_samples=32, progress=False))
+
+
+def test_schedule_doubles_then_takes_all():
+    assert schedule(0) == []
+    assert schedule(5) == [1, 2, 4, 5]
+    assert schedule(16) == [1, 2, 4, 8, 16]
+
+
+def test_impossible_budget_then_a_tight_one(tiny_model_dir, tmp_path):
+    """Impossible: the typed error with every attempt. Tight (just what one retry reached): layers kept in float."""
+    with pytest.raises(FidelityError, match="cannot be met: the best reached was mean") as info:
+        _export(tiny_model_dir, tmp_path / "impossible", 1.0, 1.0)
+    assert "Loosen [fidelity]" in str(info.value)
+    assert not any((tmp_path / "impossible" / "dist").glob("*")), "a failed export leaves nothing behind"
+    attempts = info.value.attempts
+    assert [a["kept_in_float"] for a in attempts] == [0, *schedule(attempts[-1]["kept_in_float"])]
+    first = attempts[0]["cosine_min"]
+    better = [a for a in attempts[1:] if a["cosine_min"] > first]
+    assert better, f"returning measured-sensitive layers to float never helped: {attempts}"
+    goal = better[0]
+
+    result = _export(tiny_model_dir, tmp_path / "tight", 0.5, goal["cosine_min"]).bundles[0]
+    assert len(result.kept_in_float) == goal["kept_in_float"]
+    assert result.fidelity["cosine_min"] >= goal["cosine_min"] > first
+    manifest = read_bundle(Path(result.path)).manifest
+    kept = manifest["quantization"]["kept_in_float"]
+    assert [k["rank"] for k in kept] == list(range(1, len(kept) + 1))
+    assert all("budget" in k["reason"] for k in kept)
+    recorded = manifest["fidelity"]["attempts"]
+    assert recorded[0]["kept_in_float"] == 0 and recorded[0]["cosine_min"] < goal["cosine_min"]
