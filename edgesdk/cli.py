@@ -23,6 +23,7 @@ EPILOG = """examples:
   edgesdk inspect dist/all-minilm-l6-v2-intel-int8
   edgesdk verify  dist/all-minilm-l6-v2-intel-int8
   edgesdk bench   dist/all-minilm-l6-v2-intel-int8 --vs dist/all-minilm-l6-v2-intel-fp32 --json bench.json
+  edgesdk export --target jetson --out dist/ && edgesdk build-engine dist/all-minilm-l6-v2-jetson-int8   (on the Jetson)
 """
 
 
@@ -115,6 +116,16 @@ def cmd_inspect(args) -> int:
         print(f"decisions   {json.dumps(q['decisions'])}")
         kept = [k['node'] for k in q['kept_in_float']]
         print(f"kept float  {', '.join(kept) if kept else 'nothing'}")
+    if "tensorrt" in m["target"]:
+        t = m["target"]["tensorrt"]
+        print(f"tensorrt    {t['version']} flags {' '.join(t['precision_flags']) or '(fp32)'} workspace "
+              f"{t['workspace_mb']} MB dla_core {t['dla_core']} shapes min {t['shapes']['min']} "
+              f"opt {t['shapes']['opt']} max {t['shapes']['max']}")
+        findings = m["target"].get("tensorrt_compatibility", [])
+        print("trt check   " + ("OK: nothing TensorRT 10 would refuse" if not findings else
+                                "; ".join(f"{f['kind']} {f['where']}: {f['detail']}" for f in findings)))
+    if "memory" in m:
+        print(f"memory      {json.dumps(m['memory'])}")
     print(f"needs       {', '.join(m['runtime_requirements'])}")
     return 0
 
@@ -142,6 +153,13 @@ def cmd_bench(args) -> int:
     print(table(results))
     if args.json:
         write_json(args.json, report(results))
+    return 0
+
+
+def cmd_build_engine(args) -> int:
+    from .runtime.tensorrt_engine import build_engine
+
+    print(f"engine: {build_engine(args.bundle)}")
     return 0
 
 
@@ -200,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=0.0, help="minimum timed seconds (default 0)")
     p.add_argument("--json", help="write results (schema edgesdk.bench/1) to this file")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("build-engine", help="on a TensorRT device: build and cache the bundle's engine",
+                       description="Build model.plan for this machine's TensorRT and GPU (cached under engines/), "
+                                   "with the bundle's precision flags and min/opt/max shapes. Needs TensorRT.")
+    p.add_argument("bundle")
+    p.set_defaults(func=cmd_build_engine)
 
     from . import eval_cli
 

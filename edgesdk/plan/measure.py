@@ -2,8 +2,9 @@
 
 The child imports numpy and the bundle's runtime library (for OpenVINO it also loads the device plugin, which is
 code, not model) and builds the feeds; that RSS is *idle*. It then opens the bundle's session — the same code the
-on-device Runner uses — and runs it `runs` times. Linux `ru_maxrss` (KB) is the high-water mark of the whole
-process, so `peak - idle` is the most memory this model ever added: its weights as the runtime holds them, the
+on-device Runner uses — and runs it `runs` times. The peak RSS is the high-water mark of the whole
+process image (read as VmHWM, which
+unlike ru_maxrss is not inherited across fork+exec), so `peak - idle` is the most memory this model ever added: its weights as the runtime holds them, the
 transient copies made while loading, and the activations. Token ids are random ids of exactly `seq` tokens, fed to
 the session directly (as Runner.run does), so any length the model's position table allows can be measured.
 Threads are pinned to the number asked (default 1) so measurements do not fight over a shared CPU.
@@ -77,6 +78,12 @@ def _rss() -> int:
 
 
 def _peak() -> int:
+    """This process image's RSS high-water mark. VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec,
+    so a child of a big parent would report the parent's peak; VmHWM belongs to the new address space."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 

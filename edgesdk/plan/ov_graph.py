@@ -29,6 +29,7 @@ def bind_ir(xml: str | Path, batch: int, seq: int) -> BoundGraph:
         raise ModelSourceError(f"OpenVINO cannot read '{xml}': {exc}") from exc
     model.reshape({p.get_any_name(): ov.PartialShape([batch, seq]) for p in model.inputs})
     ordered = list(model.get_ordered_ops())
+    quantized = any(n.get_type_name() == "FakeQuantize" for n in ordered)
     constant: set[str] = set()
     consumers: dict[str, list[tuple[object, int]]] = {}
     for node in ordered:
@@ -60,9 +61,25 @@ def bind_ir(xml: str | Path, batch: int, seq: int) -> BoundGraph:
                                        f"[{batch}, {seq}]; the planner needs static shapes.")
             tensors[name] = _tensor(out)
         views = kind in VIEW_OPS and real_inputs[0] in tensors
+        if kind == "ScaledDotProductAttention" and quantized:
+            names.append(_attention_scratch(node, tensors))
+            outputs.append(names[-1])
         ops.append(Op(node.get_friendly_name(), kind, tuple(i for i in real_inputs if i not in constant),
                       tuple(names), views))
     return BoundGraph(tuple(ops), tensors, tuple(weights), inputs, tuple(outputs), batch, seq)
+
+
+def _attention_scratch(node, tensors: dict) -> str:
+    """Measured (docs/plan.md): in a model with int8 FakeQuantize ops the CPU plugin's SDPA keeps a private f32
+    score buffer [batch, heads, q_len, kv_len] per node, never shared, so it is modelled as an output that lives to
+    the end of the run."""
+    q, k = (list(v.get_shape()) for v in node.input_values()[:2])
+    name = f"{node.get_friendly_name()}:scratch"
+    n = 1
+    for d in (*q[:-1], k[-2]):
+        n *= int(d)
+    tensors[name] = Tensor(n, 4, True)
+    return name
 
 
 def _name(output) -> str:

@@ -157,7 +157,9 @@ def estimate(scaled: ScaledGraph, profile: TargetProfile | None, rt: RuntimeMode
         copies_fp32 = None
     itemsize = activation_itemsize(precision, backend, bool(profile and profile.quant.full_integer),
                                    profile.device.device if profile else "CPU")
-    copies = rt.runtime_copies(weights) if copies_fp32 is None else copies_fp32
+    int_tables = sum(w.elems for w in scaled.base.weights if w.kind == "embeddings"
+                     and (precision in ("int8", "int4") or (precision == "as-is" and not w.is_float)))
+    copies = rt.runtime_copies(weights, int_tables) if copies_fp32 is None else copies_fp32
     workspace = profile.device.workspace_mb * MB if profile else 0
     budget = profile.memory.budget_mb * MB if profile else 0
 

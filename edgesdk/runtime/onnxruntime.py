@@ -23,7 +23,8 @@ class ORTSession:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = bundle.manifest["target"].get("providers") or ["CPUExecutionProvider"]
         available = set(ort.get_available_providers())
-        providers = [p for p in providers if p in available] or ["CPUExecutionProvider"]
+        providers = [p for p in providers if (p[0] if isinstance(p, tuple) else p) in available]
+        providers = providers or ["CPUExecutionProvider"]
         try:
             self._session = ort.InferenceSession(str(bundle.artefact), options, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types

@@ -1,0 +1,160 @@
+"""TensorRT backend (Jetson, discrete NVIDIA GPUs): a TensorRT-ready ONNX plus the settings to build the engine on
+the device.
+
+INT8 is explicit quantization: NNCF's ONNX PTQ with the PERFORMANCE preset (symmetric int8 activations, zero-point
+0; symmetric per-channel weights), placed by NNCF's transformer rules, which TensorRT fuses into int8 kernels.
+MatMuls fed by a Softmax are kept in float: NNCF would give their input an unsigned (uint8) quantizer, which
+TensorRT cannot take. Token inputs become int32 (TensorRT has no int64 engine I/O). FP16 and FP32 ship the FP32
+ONNX and let the builder flags decide. Before anything is written, a static check (tensorrt_check.py) must find
+nothing TensorRT would refuse. The engine itself is built on the device: `build_engine.sh` (trtexec) or
+`edgesdk build-engine BUNDLE`, cached per TensorRT version and GPU.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from ..errors import EdgeSDKError, QuantizationError, require
+from . import Artefact, ConvertContext, onnx_io_specs
+from .tensorrt_check import check_model
+
+TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def convert(ctx: ConvertContext) -> Artefact:
+    onnx = require("onnx", "export")
+    decisions: dict = {}
+    source = ctx.onnx_path
+    if ctx.precision == "int8":
+        if ctx.spec.mode != "static":
+            raise QuantizationError(f"TensorRT INT8 needs static quantization (explicit Q/DQ); got --quant-mode "
+                                    f"{ctx.spec.mode}. Drop the override or use --precision fp16.")
+        from ..quant.nncf_options import nncf_quantize_onnx
+
+        softmax_fed = softmax_fed_matmuls(onnx.load(str(source)))
+        keep = tuple(dict.fromkeys((*ctx.keep_float, *softmax_fed)))
+        quantized = ctx.out_dir.parent / f".{ctx.out_dir.name}-qdq.onnx"
+        try:
+            decisions = nncf_quantize_onnx(source, quantized, ctx.spec, ctx.calibration, keep)
+            model = onnx.load(str(quantized))
+        finally:
+            quantized.unlink(missing_ok=True)
+        decisions["float_for_tensorrt"] = {"nodes": list(softmax_fed),
+                                           "why": "input is a Softmax output: NNCF gives it a uint8 quantizer"}
+    else:
+        model = onnx.load(str(source))
+    model = int32_token_inputs(model)
+    findings = check_model(model)
+    if findings:
+        listed = "; ".join(f"{f.kind} at {f.where}: {f.detail}" for f in findings[:10])
+        raise EdgeSDKError(f"the ONNX for target '{ctx.profile.name}' would not build on TensorRT "
+                           f"{ctx.profile.device.tensorrt_version}: {listed}. Export another precision, or report "
+                           "the model so the conversion can handle it.")
+    onnx.save(model, str(ctx.out_dir / "model.onnx"))
+    inputs, outputs = onnx_io_specs(model)
+    settings = build_settings(ctx, inputs)
+    (ctx.out_dir / "build_engine.sh").write_text(build_script(settings), encoding="utf-8")
+    (ctx.out_dir / "build_engine.sh").chmod(0o755)
+    return Artefact(format="onnx-tensorrt", entry="model.onnx", files=["model.onnx", "build_engine.sh"], inputs=inputs,
+                    outputs=outputs, decisions=decisions,
+                    target_fields={"device": ctx.profile.device.device, "tensorrt": settings,
+                                   "tensorrt_compatibility": [f.to_dict() for f in findings]},
+                    runtime_requirements=["onnxruntime-gpu (TensorRT/CUDA EPs) or tensorrt + cuda-python"])
+
+
+def softmax_fed_matmuls(model) -> list[str]:
+    """MatMul nodes whose activation input comes from a Softmax (directly or through Cast/Identity/Dropout)."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+
+    def from_softmax(tensor: str) -> bool:
+        node = producer.get(tensor)
+        while node is not None and node.op_type in ("Cast", "Identity", "Dropout"):
+            node = producer.get(node.input[0])
+        return node is not None and node.op_type == "Softmax"
+
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and any(from_softmax(i) for i in n.input)]
+
+
+def int32_token_inputs(model):
+    """Make int64 token inputs int32 at the boundary, with a Cast inside the graph (TensorRT has no int64 I/O)."""
+    import onnx
+
+    for value in model.graph.input:
+        tensor = value.type.tensor_type
+        if value.name not in TOKEN_INPUTS or tensor.elem_type != onnx.TensorProto.INT64:
+            continue
+        inner = f"{value.name}_int64"
+        for node in model.graph.node:
+            node.input[:] = [inner if i == value.name else i for i in node.input]
+        model.graph.node.insert(0, onnx.helper.make_node("Cast", [value.name], [inner], to=onnx.TensorProto.INT64,
+                                                         name=f"{value.name}_to_int64"))
+        tensor.elem_type = onnx.TensorProto.INT32
+    return model
+
+
+def build_settings(ctx: ConvertContext, inputs: list[dict]) -> dict:
+    shapes = ctx.profile.shapes
+    device = ctx.profile.device
+    flags = {"int8": ["--int8", "--fp16"], "fp16": ["--fp16"], "fp32": []}[ctx.precision]
+    names = [spec["name"] for spec in inputs]
+    return {
+        "version": device.tensorrt_version,
+        "precision_flags": flags,
+        "shapes": {kind: {n: list(dims) for n in names}
+                   for kind, dims in (("min", shapes.min_shape), ("opt", shapes.opt_shape), ("max", shapes.max_shape))},
+        "workspace_mb": device.workspace_mb,
+        "dla_core": device.dla_core,
+        "gpu_fallback": device.gpu_fallback,
+        "timing_cache": "engines/timing.cache",
+        "engine_dir": "engines",
+        "plan": "model.plan",
+    }
+
+
+def _shape_arg(shapes: dict[str, list[int]]) -> str:
+    return ",".join(f"{name}:{'x'.join(str(d) for d in dims)}" for name, dims in shapes.items())
+
+
+def trtexec_args(settings: dict, onnx_file: str = "model.onnx", plan: str = "$PLAN") -> list[str]:
+    args = ["trtexec", f"--onnx={onnx_file}", f"--saveEngine={plan}",
+            f"--minShapes={_shape_arg(settings['shapes']['min'])}",
+            f"--optShapes={_shape_arg(settings['shapes']['opt'])}",
+            f"--maxShapes={_shape_arg(settings['shapes']['max'])}",
+            f"--timingCacheFile={settings['timing_cache']}", *settings["precision_flags"]]
+    if settings["workspace_mb"]:
+        args.append(f"--memPoolSize=workspace:{settings['workspace_mb']}M")
+    if settings["dla_core"] >= 0:
+        args.append(f"--useDLACore={settings['dla_core']}")
+        if settings["gpu_fallback"]:
+            args.append("--allowGPUFallback")
+    return args
+
+
+def build_script(settings: dict) -> str:
+    command = " \\\n  ".join(shlex.quote(a) if not a.startswith("--saveEngine") else '--saveEngine="$PLAN"'
+                             for a in trtexec_args(settings))
+    return f"""#!/usr/bin/env bash
+# Build this bundle's TensorRT engine on the device, once; cached per TensorRT version and GPU.
+# Same settings as manifest.json target.tensorrt (and `edgesdk build-engine BUNDLE`).
+set -euo pipefail
+cd "$(dirname "$0")"
+command -v trtexec >/dev/null || {{ echo "trtexec not found: install TensorRT (JetPack ships it at /usr/src/tensorrt/bin)" >&2; exit 2; }}
+TRT=$(trtexec --help 2>&1 | grep -o 'TensorRT v[0-9]*' | head -1 | tr -d ' ' || true)
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || tr -d '\\0' </proc/device-tree/model 2>/dev/null || echo gpu)
+KEY=$(echo "${{TRT:-trt}}_${{GPU}}" | tr -c 'A-Za-z0-9_.\\n-' '_')
+mkdir -p "{settings['engine_dir']}/$KEY"
+PLAN="{settings['engine_dir']}/$KEY/{settings['plan']}"
+if [ -f "$PLAN" ]; then echo "engine cached: $PLAN"; exit 0; fi
+{command}
+echo "engine built: $PLAN"
+"""
+
+
+def parse_script_shapes(script: str) -> dict[str, dict[str, list[int]]]:
+    """min/opt/max shapes as written in a build_engine.sh (tests compare them with the manifest)."""
+    out = {}
+    for kind in ("min", "opt", "max"):
+        arg = next(t for t in script.replace("\\\n", " ").split() if t.startswith(f"--{kind}Shapes="))
+        out[kind] = {name: [int(d) for d in dims.split("x")]
+                     for name, dims in (p.split(":") for p in arg.split("=", 1)[1].split(","))}
+    return out

@@ -1,0 +1,133 @@
+"""Jetson/TensorRT target: explicit symmetric Q/DQ, int32 I/O, static compatibility check, build settings.
+TensorRT itself is not installable here; tests that need it are marked and skip with the reason."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from edgesdk.api import ExportOptions, export
+from edgesdk.backends.tensorrt import int32_token_inputs, parse_script_shapes, softmax_fed_matmuls
+from edgesdk.backends.tensorrt_check import check_model
+from edgesdk.errors import BackendNotAvailableError
+from edgesdk.runtime import load, read_bundle
+from tests.conftest import write_profile
+
+HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
+
+
+@pytest.fixture(scope="module")
+def jetson_bundles(tmp_path_factory, tiny_model_dir):
+    work = tmp_path_factory.mktemp("jetson")
+    profile = write_profile(work / "tiny-jetson.toml", "jetson", name="tiny-jetson",
+                            fidelity={"cosine_mean": 0.98, "cosine_min": 0.9}, quant={"samples": 32})
+    result = export(ExportOptions(targets=(str(profile),), model=str(tiny_model_dir), out=str(work / "dist"),
+                                  precisions=("int8", "fp16"), fidelity_samples=32, progress=False))
+    return {b.precision: Path(b.path) for b in result.bundles}
+
+
+def _constants(model):
+    return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+
+
+def test_every_qdq_is_symmetric_int8_and_weights_are_per_output_channel(jetson_bundles):
+    model = onnx.load(str(jetson_bundles["int8"] / "model.onnx"))
+    consts = _constants(model)
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert len(qdq) > 20
+    for node in qdq:
+        zp = consts[node.input[2]]
+        assert zp.dtype == np.int8 and not zp.any(), node.name
+    consumers = {i: n for n in model.graph.node for i in n.input}
+    weight_dq = [n for n in qdq if n.op_type == "DequantizeLinear" and n.input[0] in consts
+                 and consumers.get(n.output[0]) is not None and consumers[n.output[0]].op_type == "MatMul"]
+    assert weight_dq, "MatMul weights should be quantized"
+    for node in weight_dq:
+        weight, scale = consts[node.input[0]], consts[node.input[1]]
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        assert axis in (1, -1) and scale.size == weight.shape[1], node.name
+
+
+def test_inputs_are_int32_and_check_is_clean(jetson_bundles):
+    manifest = read_bundle(jetson_bundles["int8"]).manifest
+    assert {i["dtype"] for i in manifest["inputs"]} == {"int32"}
+    assert manifest["target"]["tensorrt_compatibility"] == []
+    assert check_model(onnx.load(str(jetson_bundles["int8"] / "model.onnx"))) == []
+
+
+def test_build_script_and_manifest_shapes_agree(jetson_bundles):
+    for bundle in jetson_bundles.values():
+        manifest = read_bundle(bundle).manifest
+        settings = manifest["target"]["tensorrt"]
+        script = (bundle / "build_engine.sh").read_text()
+        assert parse_script_shapes(script) == settings["shapes"]
+        assert settings["shapes"]["max"]["input_ids"] == [8, 256]
+        for flag in settings["precision_flags"]:
+            assert flag in script
+    assert read_bundle(jetson_bundles["int8"]).manifest["target"]["tensorrt"]["precision_flags"] == ["--int8", "--fp16"]
+
+
+def test_runner_falls_back_to_cpu_and_embeds(jetson_bundles, caplog):
+    with caplog.at_level("INFO", logger="edgesdk"):
+        runner = load(jetson_bundles["int8"], threads=1)
+    assert "running on CPUExecutionProvider" in caplog.text
+    assert runner.embed(["a jetson test"]).shape == (1, 64)
+
+
+def _tiny_graph(extra_nodes=(), zero_point=0):
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 4])
+    inits = [numpy_helper.from_array(np.array(0.1, dtype=np.float32), "s"),
+             numpy_helper.from_array(np.array(zero_point, dtype=np.int8), "zp")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"], name="q"),
+             helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["y"], name="dq"), *extra_nodes]
+    return helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_check_flags_a_planted_unsupported_op():
+    planted = helper.make_node("Unique", ["x"], ["u"], name="planted_unique")
+    findings = check_model(_tiny_graph([planted]))
+    assert [(f.kind, f.where) for f in findings] == [("op", "planted_unique")]
+
+
+def test_check_flags_a_planted_asymmetric_zero_point():
+    findings = check_model(_tiny_graph(zero_point=3))
+    assert {(f.kind, f.where) for f in findings} == {("zero_point", "q"), ("zero_point", "dq")}
+
+
+def test_check_flags_int64_boundary_and_unprofiled_dims():
+    model = _tiny_graph()
+    model.graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.INT64
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "channels"
+    kinds = {f.kind for f in check_model(model)}
+    assert {"boundary_dtype", "dynamic_dim"} <= kinds
+
+
+def test_int32_inputs_keep_the_graph_valid(tiny_export):
+    fp32 = next(b.path for b in tiny_export.bundles if b.backend == "onnxruntime" and b.precision == "fp32")
+    model = int32_token_inputs(onnx.load(str(Path(fp32) / "model.onnx")))
+    onnx.checker.check_model(model)
+    assert {i.type.tensor_type.elem_type for i in model.graph.input} == {onnx.TensorProto.INT32}
+    assert len(softmax_fed_matmuls(model)) == 2  # one P·V MatMul per layer of the 2-layer BERT
+
+
+def test_build_engine_without_tensorrt_names_the_install(jetson_bundles):
+    if HAS_TENSORRT:
+        pytest.skip("TensorRT is installed here")
+    from edgesdk.runtime.tensorrt_engine import build_engine
+
+    with pytest.raises(BackendNotAvailableError, match="needs TensorRT"):
+        build_engine(jetson_bundles["int8"])
+
+
+@pytest.mark.tensorrt
+@pytest.mark.skipif(not HAS_TENSORRT, reason="TensorRT is not installed (it cannot be on these machines)")
+def test_engine_builds_and_matches_onnx(jetson_bundles):
+    from edgesdk.runtime.tensorrt_engine import build_engine
+
+    plan = build_engine(jetson_bundles["fp16"])
+    assert plan.is_file()
+    assert load(jetson_bundles["fp16"]).embed(["engine"]).shape == (1, 64)
