@@ -85,11 +85,13 @@ class _Shared:
     onnx_path: Path
     encoder: TextEncoder
     tokenizer_settings: dict[str, Any]
+    heldout_texts: list[str]
     heldout_feeds: list[dict[str, np.ndarray]]
     reference: np.ndarray
     graph_report: dict[str, Any]
     calibration: CalibrationSet | None = None
     calibration_builds: int = 0
+    static_references: dict[int, tuple[list, np.ndarray]] = field(default_factory=dict)
 
 
 def export(options: ExportOptions) -> ExportResult:
@@ -137,7 +139,7 @@ def _prepare(options: ExportOptions, work: Path) -> _Shared:
     report = optimize(source.onnx_path, optimised, feeds[0], options.passes)
     log.info("graph passes: %d → %d nodes", sum(report.ops_before.values()), sum(report.ops_after.values()))
     reference = np.concatenate([_pool(source, f, source.reference(f)) for f in feeds])
-    return _Shared(source, optimised, encoder, settings, feeds, reference, report.to_dict())
+    return _Shared(source, optimised, encoder, settings, heldout, feeds, reference, report.to_dict())
 
 
 def _tokenizer_settings(source: SourceModel) -> dict[str, Any]:
@@ -254,7 +256,7 @@ def _manifest(shared: _Shared, profile: TargetProfile, precision: str, spec: Qua
         "artefact": {"format": artefact.format, "entry": artefact.entry, "files": artefact.files},
         "inputs": artefact.inputs,
         "outputs": artefact.outputs,
-        "tokenizer": shared.tokenizer_settings,
+        "tokenizer": dict(shared.tokenizer_settings, **artefact.tokenizer),
         "versions": _versions(),
         "runtime_requirements": ["numpy", "tokenizers", *artefact.runtime_requirements],
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
@@ -266,19 +268,37 @@ def _measure(staging: Path, manifest: dict[str, Any], shared: _Shared) -> Fideli
     runner = Runner(Bundle(staging, manifest), threads=None)
     try:
         out = runner.outputs[0]["name"]
-        got = np.concatenate([_pool(shared.source, f, runner.run(f)[out]) for f in shared.heldout_feeds])
+        feeds, reference = _heldout_for(runner, shared)
+        got = np.concatenate([_pool(shared.source, f, runner.run(f)[out]) for f in feeds])
     finally:
         runner.close()
-    return fidelity(got, shared.reference, f"{shared.source.name} FP32 PyTorch" if shared.source.torch_module
+    return fidelity(got, reference, f"{shared.source.name} FP32 PyTorch" if shared.source.torch_module
                     else "FP32 ONNX Runtime")
+
+
+def _heldout_for(runner: Runner, shared: _Shared) -> tuple[list[dict[str, np.ndarray]], np.ndarray]:
+    """Held-out feeds as this bundle tokenizes them, with the FP32 reference for exactly those feeds.
+
+    Dynamic-shape bundles share the feeds made once; a static-shape bundle (e.g. seq 128 for NNAPI) pads and
+    truncates differently, so its feeds and reference are made once per static length.
+    """
+    length = runner.manifest["tokenizer"].get("static_length")
+    if not length:
+        return shared.heldout_feeds, shared.reference
+    if length not in shared.static_references:
+        texts = shared.heldout_texts
+        feeds = [runner.tokenize(texts[i:i + 16]) for i in range(0, len(texts), 16)]
+        reference = np.concatenate([_pool(shared.source, f, shared.source.reference(f)) for f in feeds])
+        shared.static_references[length] = (feeds, reference)
+    return shared.static_references[length]
 
 
 def _write_golden(staging: Path, manifest: dict[str, Any], shared: _Shared) -> None:
     golden = staging / "golden"
     golden.mkdir(exist_ok=True)
-    feeds = shared.encoder(list(GOLDEN_TEXTS))
     runner = Runner(Bundle(staging, manifest), threads=None)
     try:
+        feeds = runner.tokenize(list(GOLDEN_TEXTS))
         artefact = _pool(shared.source, feeds, runner.run(feeds)[runner.outputs[0]["name"]])
     finally:
         runner.close()

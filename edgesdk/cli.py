@@ -124,6 +124,11 @@ def cmd_inspect(args) -> int:
         findings = m["target"].get("tensorrt_compatibility", [])
         print("trt check   " + ("OK: nothing TensorRT 10 would refuse" if not findings else
                                 "; ".join(f"{f['kind']} {f['where']}: {f['detail']}" for f in findings)))
+    op_check = m["target"].get("op_check")
+    if op_check:
+        print(f"op check    {op_check['verdict']}")
+        for line in op_check.get("details", []):
+            print(f"            {line}")
     if "memory" in m:
         print(f"memory      {json.dumps(m['memory'])}")
     print(f"needs       {', '.join(m['runtime_requirements'])}")

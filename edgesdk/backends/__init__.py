@@ -43,6 +43,7 @@ class Artefact:
     target_fields: dict[str, Any] = field(default_factory=dict)  # runner hints, e.g. inference precision
     decisions: dict[str, Any] = field(default_factory=dict)  # what the quantizer was asked and did
     runtime_requirements: list[str] = field(default_factory=list)
+    tokenizer: dict[str, Any] = field(default_factory=dict)  # overrides, e.g. {"static_length": 128}
 
 
 def backend_module(profile: TargetProfile):
