@@ -129,8 +129,13 @@ def cmd_inspect(args) -> int:
         print(f"op check    {op_check['verdict']}")
         for line in op_check.get("details", []):
             print(f"            {line}")
-    if "memory" in m:
-        print(f"memory      {json.dumps(m['memory'])}")
+    memory = m["target"].get("memory_plan")
+    if memory:
+        print(f"memory      at max shape {memory['shape']} vs budget {memory['budget_mb']} MB"
+              f"{' (shared with the CPU)' if memory['shared_with_cpu'] else ''}:")
+        for precision, row in memory["per_precision"].items():
+            print(f"            {precision}: weights {row['weights_mb']} MB + activations {row['activations_mb']} MB"
+                  f" + workspace {row['workspace_mb']} MB = {row['total_mb']} MB, fits: {row['fits']}")
     print(f"needs       {', '.join(m['runtime_requirements'])}")
     return 0
 
@@ -233,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import eval_cli
 
     eval_cli.add_parser(sub)
+    from .plan.cli import add_parser as add_plan_parser
+
+    add_plan_parser(sub)
     return parser
 
 

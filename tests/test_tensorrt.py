@@ -23,7 +23,9 @@ HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 def jetson_bundles(tmp_path_factory, tiny_model_dir):
     work = tmp_path_factory.mktemp("jetson")
     profile = write_profile(work / "tiny-jetson.toml", "jetson", name="tiny-jetson",
-                            fidelity={"cosine_mean": 0.98, "cosine_min": 0.9}, quant={"samples": 32})
+                            fidelity={"cosine_mean": 0.98, "cosine_min": 0.9}, quant={"samples": 32},
+                            shapes={"min_shape": [1, 16], "opt_shape": [1, 64], "max_shape": [8, 128],
+                                    "max_seq": 128})
     result = export(ExportOptions(targets=(str(profile),), model=str(tiny_model_dir), out=str(work / "dist"),
                                   precisions=("int8", "fp16"), fidelity_samples=32, progress=False))
     return {b.precision: Path(b.path) for b in result.bundles}
@@ -58,13 +60,21 @@ def test_inputs_are_int32_and_check_is_clean(jetson_bundles):
     assert check_model(onnx.load(str(jetson_bundles["int8"] / "model.onnx"))) == []
 
 
+def test_manifest_records_memory_at_the_max_profile(jetson_bundles):
+    memory = read_bundle(jetson_bundles["int8"]).manifest["target"]["memory_plan"]
+    assert memory["shape"] == [8, 128] and memory["budget_mb"] == 8192 and memory["shared_with_cpu"]
+    rows = memory["per_precision"]
+    assert rows["int8"]["weights_mb"] < rows["fp16"]["weights_mb"] < rows["fp32"]["weights_mb"]
+    assert all(r["fits"] for r in rows.values()) and rows["fp32"]["activations_mb"] > 0
+
+
 def test_build_script_and_manifest_shapes_agree(jetson_bundles):
     for bundle in jetson_bundles.values():
         manifest = read_bundle(bundle).manifest
         settings = manifest["target"]["tensorrt"]
         script = (bundle / "build_engine.sh").read_text()
         assert parse_script_shapes(script) == settings["shapes"]
-        assert settings["shapes"]["max"]["input_ids"] == [8, 256]
+        assert settings["shapes"]["max"]["input_ids"] == [8, 128]
         for flag in settings["precision_flags"]:
             assert flag in script
     assert read_bundle(jetson_bundles["int8"]).manifest["target"]["tensorrt"]["precision_flags"] == ["--int8", "--fp16"]
@@ -85,6 +95,16 @@ def _tiny_graph(extra_nodes=(), zero_point=0):
     nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"], name="q"),
              helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["y"], name="dq"), *extra_nodes]
     return helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_profile_longer_than_the_model_is_refused(tmp_path, tiny_model_dir):
+    from edgesdk.errors import EdgeSDKError
+
+    profile = write_profile(tmp_path / "long.toml", "jetson", name="long")
+    with pytest.raises(EdgeSDKError, match="max_shape sequence 256 is longer than the model's max length 128"):
+        export(ExportOptions(targets=(str(profile),), model=str(tiny_model_dir), out=str(tmp_path / "d"),
+                             precisions=("fp16",), fidelity_samples=16, progress=False))
+    assert not any((tmp_path / "d").glob("*"))
 
 
 def test_check_flags_a_planted_unsupported_op():

@@ -23,6 +23,11 @@ TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 def convert(ctx: ConvertContext) -> Artefact:
     onnx = require("onnx", "export")
+    max_seq = ctx.profile.shapes.max_shape[1]
+    if max_seq > ctx.source.max_length:
+        raise EdgeSDKError(f"target '{ctx.profile.name}': shapes.max_shape sequence {max_seq} is longer than the "
+                           f"model's max length {ctx.source.max_length}; set [shapes] max_shape = "
+                           f"[{ctx.profile.shapes.max_shape[0]}, {ctx.source.max_length}] in the profile.")
     decisions: dict = {}
     source = ctx.onnx_path
     if ctx.precision == "int8":
@@ -55,11 +60,32 @@ def convert(ctx: ConvertContext) -> Artefact:
     settings = build_settings(ctx, inputs)
     (ctx.out_dir / "build_engine.sh").write_text(build_script(settings), encoding="utf-8")
     (ctx.out_dir / "build_engine.sh").chmod(0o755)
+    memory = memory_plan(ctx)
     return Artefact(format="onnx-tensorrt", entry="model.onnx", files=["model.onnx", "build_engine.sh"], inputs=inputs,
                     outputs=outputs, decisions=decisions,
                     target_fields={"device": ctx.profile.device.device, "tensorrt": settings,
-                                   "tensorrt_compatibility": [f.to_dict() for f in findings]},
+                                   "tensorrt_compatibility": [f.to_dict() for f in findings], "memory_plan": memory},
                     runtime_requirements=["onnxruntime-gpu (TensorRT/CUDA EPs) or tensorrt + cuda-python"])
+
+
+def memory_plan(ctx: ConvertContext) -> dict:
+    """Weight bytes per precision and the activation peak at the max shape profile, against the memory budget."""
+    from pathlib import Path
+
+    from ..plan.planner import PlanOptions, plan
+
+    batch, seq = ctx.profile.shapes.max_shape
+    target = ctx.profile.source if Path(ctx.profile.source).is_file() else ctx.profile.name
+    result = plan(PlanOptions(target=target, model=str(ctx.onnx_path), batch=batch, seq=seq,
+                              precisions=("fp32", "fp16", "int8")))
+    mb = 1 << 20
+    return {"shape": [batch, seq], "budget_mb": ctx.profile.memory.budget_mb,
+            "shared_with_cpu": ctx.profile.memory.shared_with_cpu,
+            "per_precision": {e.precision: {"weights_mb": round(e.weights.total / mb, 1),
+                                            "activations_mb": round(e.activations / mb, 1),
+                                            "workspace_mb": round(e.workspace / mb, 1),
+                                            "total_mb": round(e.total / mb, 1), "fits": e.fits}
+                              for e in result.estimates}}
 
 
 def softmax_fed_matmuls(model) -> list[str]:

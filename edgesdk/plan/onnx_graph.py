@@ -167,10 +167,15 @@ def _symbolic(model, missing: set[str]):
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
     except ImportError:
         return model
-    try:
-        return SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=False)
-    except Exception:  # noqa: BLE001 - any failure leaves the shapes missing; the caller names them
-        return model
+    import contextlib
+    import tempfile
+
+    # It writes sym_shape_infer_temp.onnx (+ external data) into the working directory: keep that out of the user's.
+    with tempfile.TemporaryDirectory(prefix="edgesdk-ssi-") as tmp, contextlib.chdir(tmp):
+        try:
+            return SymbolicShapeInference.infer_shapes(model, auto_merge=True, guess_output_rank=False)
+        except Exception:  # noqa: BLE001 - any failure leaves the shapes missing; the caller names them
+            return model
 
 
 def _split(model, known, batch: int, seq: int) -> BoundGraph:
