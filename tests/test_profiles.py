@@ -60,8 +60,24 @@ def test_invalid_toml(tmp_path):
         load_profile(str(path))
 
 
-def test_planned_backends_say_so_before_any_work():
-    from edgesdk.api import ExportOptions, _plan
+def test_a_backend_without_a_runner_is_named():
+    from edgesdk.runtime.runner import _backend_module
 
-    with pytest.raises(BackendNotAvailableError, match="does not export yet"):
-        _plan(ExportOptions(targets=("jetson",)))
+    with pytest.raises(BackendNotAvailableError, match="no runner for backend 'coreml'.*onnxruntime"):
+        _backend_module("coreml")
+
+
+def test_every_bundled_profile_has_an_exporter_and_a_runner():
+    """Conformance: adding a target = a TOML (+ a backend module and a runner for a new backend)."""
+    import importlib
+
+    from edgesdk.backends import IMPLEMENTED, PLANNED
+    from edgesdk.runtime.runner import RUNTIME_BACKENDS
+
+    for name in bundled_profiles():
+        backend = load_profile(name).backend
+        if backend in PLANNED:
+            continue
+        assert backend in IMPLEMENTED and backend in RUNTIME_BACKENDS, name
+        assert callable(importlib.import_module(f"edgesdk.backends.{IMPLEMENTED[backend]}").convert)
+        assert callable(importlib.import_module(f"edgesdk.runtime.{RUNTIME_BACKENDS[backend]}").open_session)

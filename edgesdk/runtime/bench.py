@@ -139,8 +139,29 @@ def bench(paths: list[str], config: BenchConfig) -> list[BenchResult]:
     return [s.result(config) for s in subjects]
 
 
+INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
+
+
+def cpu_features() -> dict[str, Any]:
+    """The CPU's model and the instruction sets that decide whether int8 kernels beat fp32."""
+    flags: set[str] = set()
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features") and not flags:
+                    flags = set(value.split())
+                elif key.strip() == "model name" and value.strip():
+                    model = value.strip()
+    except OSError:
+        pass
+    isa = sorted(f for f in flags if f.startswith(("avx", "amx")) or f in ("asimddp", "fma"))
+    return {"model": model, "isa": isa, "int8_dot_product": any(f in flags for f in INT8_DOT_PRODUCT_FLAGS)}
+
+
 def report(results: list[BenchResult]) -> dict[str, Any]:
-    return {"schema": SCHEMA, "machine": {"platform": platform.platform(), "processor": platform.processor(),
+    return {"schema": SCHEMA, "machine": {"platform": platform.platform(), "cpu": cpu_features(),
                                           "cpus": os.cpu_count()},
             "results": [r.to_dict() for r in results],
             "ratios_p50": {Path(r.bundle).name: round(r.latency_ms["p50"] / results[0].latency_ms["p50"], 3)
@@ -154,6 +175,10 @@ def table(results: list[BenchResult]) -> str:
         lat = r.latency_ms
         rows.append(f"{Path(r.bundle).name[:44]:44} {lat['p50']:8.2f} {lat['p90']:8.2f} {lat['p99']:8.2f} "
                     f"{lat['min']:8.2f} {r.throughput_seq_per_s:8.1f} {r.load_s:7.2f} {r.peak_rss_mb:8.1f}")
+    cpu = cpu_features()
+    if not cpu["int8_dot_product"] and any(r.precision == "int8" for r in results):
+        rows.append(f"note: this CPU ({cpu['model']}) has no int8 dot-product instructions (VNNI/AMX/dotprod); "
+                    "int8 kernels run on plain AVX2/SSE and may be no faster than fp32 here.")
     for r in results[1:]:
         rows.append(f"p50 ratio {Path(r.bundle).name} / {Path(results[0].bundle).name}: "
                     f"{r.latency_ms['p50'] / results[0].latency_ms['p50']:.3f}")
