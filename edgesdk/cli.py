@@ -156,14 +156,9 @@ def cmd_verify(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .runtime.bench import BenchConfig, bench, report, table, write_json
+    from .runtime.bench import run_from_args
 
-    config = BenchConfig(args.threads, args.batch, args.seq, args.warmup, args.iterations, args.duration)
-    results = bench([args.bundle, *args.vs], config)
-    print(table(results))
-    if args.json:
-        write_json(args.json, report(results))
-    return 0
+    return run_from_args(args)
 
 
 def cmd_build_engine(args) -> int:
@@ -218,15 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("bench", help="latency, throughput and memory of a bundle (one JSON schema for all targets)")
-    p.add_argument("bundle")
-    p.add_argument("--vs", action="append", default=[], metavar="BUNDLE", help="compare with another bundle, interleaved")
-    p.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--seq", type=int, default=128, help="sequence length in tokens (default 128)")
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--iterations", type=int, default=100, help="minimum timed iterations (default 100)")
-    p.add_argument("--duration", type=float, default=0.0, help="minimum timed seconds (default 0)")
-    p.add_argument("--json", help="write results (schema edgesdk.bench/1) to this file")
+    from .runtime.bench import add_arguments as add_bench_arguments
+
+    add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("build-engine", help="on a TensorRT device: build and cache the bundle's engine",

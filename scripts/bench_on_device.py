@@ -13,27 +13,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgesdk.runtime.bench import BenchConfig, bench, report, table, write_json  # noqa: E402
+from edgesdk.runtime.bench import add_arguments, run_from_args  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bundle")
-    parser.add_argument("--vs", action="append", default=[], help="another bundle, run interleaved")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--iterations", type=int, default=100)
-    parser.add_argument("--duration", type=float, default=0.0, help="seconds; runs until both limits are reached")
-    parser.add_argument("--json", help="write the results (schema edgesdk.bench/1) here")
-    args = parser.parse_args()
-    config = BenchConfig(args.threads, args.batch, args.seq, args.warmup, args.iterations, args.duration)
-    results = bench([args.bundle, *args.vs], config)
-    print(table(results))
-    if args.json:
-        write_json(args.json, report(results))
-    return 0
+    add_arguments(parser)
+    return run_from_args(parser.parse_args())
 
 
 if __name__ == "__main__":

@@ -27,3 +27,14 @@ def test_standalone_script_writes_json(tiny_bundle, tmp_path):
                     "--iterations", "3", "--warmup", "1", "--json", str(out)], check=True, capture_output=True)
     data = json.loads(out.read_text())
     assert data["results"][0]["config"]["seq"] == 16
+
+
+def test_bad_bench_settings_are_input_errors(tiny_bundle):
+    import pytest
+
+    from edgesdk.errors import InputError
+
+    with pytest.raises(InputError, match="--seq must be at least 1"):
+        bench([str(tiny_bundle)], BenchConfig(seq=0))
+    with pytest.raises(InputError, match="longer than the bundle's max_length"):
+        bench([str(tiny_bundle)], BenchConfig(seq=4096, iterations=1, warmup=0))

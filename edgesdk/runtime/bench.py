@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import InputError
 from .runner import Runner, load
 
 SCHEMA = "edgesdk.bench/1"
@@ -75,7 +76,7 @@ def feeds_for(runner: Runner, batch: int, seq: int) -> dict[str, np.ndarray]:
     out = {}
     for name, array in feeds.items():
         if array.shape[1] < length:
-            raise ValueError(f"the bench text tokenizes to {array.shape[1]} tokens; seq {length} is longer than the "
+            raise InputError(f"the bench text tokenizes to {array.shape[1]} tokens; seq {length} is longer than the "
                              f"bundle's max_length {runner.manifest['tokenizer']['max_length']}.")
         out[name] = np.ascontiguousarray(array[:, :length])
     return out
@@ -133,6 +134,11 @@ def run_interleaved(timed: list[Callable[[], float]], sinks: list[list[float]], 
 
 def bench(paths: list[str], config: BenchConfig) -> list[BenchResult]:
     """Benchmark one bundle, or several interleaved (`--vs`)."""
+    for name in ("batch", "seq", "iterations"):
+        if getattr(config, name) < 1:
+            raise InputError(f"--{name} must be at least 1, got {getattr(config, name)}.")
+    if config.warmup < 0 or config.duration < 0:
+        raise InputError("--warmup and --duration cannot be negative.")
     idle = rss_bytes()
     subjects = [_Timed(p, config, idle) for p in paths]
     run_interleaved([s.once for s in subjects], [s.samples for s in subjects], config)
@@ -190,3 +196,26 @@ def write_json(path: str | Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def add_arguments(parser) -> None:
+    """The bench options, shared by `edgesdk bench` and scripts/bench_on_device.py."""
+    parser.add_argument("bundle")
+    parser.add_argument("--vs", action="append", default=[], metavar="BUNDLE",
+                        help="compare with another bundle, interleaved (repeatable)")
+    parser.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--seq", type=int, default=128, help="sequence length in tokens (default 128)")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--iterations", type=int, default=100, help="minimum timed iterations (default 100)")
+    parser.add_argument("--duration", type=float, default=0.0, help="minimum timed seconds (default 0)")
+    parser.add_argument("--json", help="write results (schema edgesdk.bench/1) to this file")
+
+
+def run_from_args(args) -> int:
+    config = BenchConfig(args.threads, args.batch, args.seq, args.warmup, args.iterations, args.duration)
+    results = bench([args.bundle, *args.vs], config)
+    print(table(results))
+    if args.json:
+        write_json(args.json, report(results))
+    return 0
