@@ -137,7 +137,7 @@ def bench(paths: list[str], config: BenchConfig) -> list[BenchResult]:
     for name in ("batch", "seq", "iterations"):
         if getattr(config, name) < 1:
             raise InputError(f"--{name} must be at least 1, got {getattr(config, name)}.")
-    if config.warmup < 0 or config.duration < 0:
+    if config.warmup < 0 or config.duration_s < 0:
         raise InputError("--warmup and --duration cannot be negative.")
     idle = rss_bytes()
     subjects = [_Timed(p, config, idle) for p in paths]
