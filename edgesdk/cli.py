@@ -57,7 +57,9 @@ def cmd_export(args) -> int:
 
     overrides = QuantOverrides(mode=args.quant_mode, calibration_method=args.calibration_method,
                                samples=args.calibration_samples,
-                               activation_symmetric={"symmetric": True, "asymmetric": False}.get(args.activations))
+                               activation_symmetric={"symmetric": True, "asymmetric": False}.get(args.activations),
+                               float_ops=tuple(o for o in args.float_ops.split(",") if o) if args.float_ops else None,
+                               smooth_quant=False if args.no_smooth_quant else None)
     options = ExportOptions(
         targets=tuple(t.strip() for t in args.target.split(",") if t.strip()), model=args.model,
         tokenizer=args.tokenizer, out=args.out,
@@ -196,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy", "mse"])
     p.add_argument("--quant-mode", choices=["static", "dynamic", "weight-only"])
     p.add_argument("--activations", choices=["symmetric", "asymmetric"], help="override the profile's activation scheme")
+    p.add_argument("--float-ops", help="comma-separated op types (Softmax) or node-name regexes kept in float")
+    p.add_argument("--no-smooth-quant", action="store_true",
+                   help="switch off SmoothQuant (on by default for transformers: moves activation outliers into weights)")
     p.add_argument("--fidelity-data", help="texts for the FP32 comparison (default: 256 packaged held-out texts)")
     p.add_argument("--json", help="also write the summary as JSON to this file")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -41,7 +41,8 @@ class QuantDefaults:
     full_integer: bool = False  # NPU / NNAPI: no float op on the main path
     calibration_method: str = "minmax"
     samples: int = 300
-    float_ops: tuple[str, ...] = ()
+    float_ops: tuple[str, ...] = ()  # op types ("Softmax") or node-name regexes kept in float
+    smooth_quant: bool = True  # SmoothQuant migrates activation outliers into the weights (transformers)
 
 
 @dataclass(frozen=True)

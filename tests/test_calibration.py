@@ -57,3 +57,19 @@ def test_spec_follows_the_profile():
     assert QuantSpec.from_profile(load_profile("jetson")).activation_symmetric is True
     android = QuantSpec.from_profile(load_profile("android"))
     assert android.full_integer and not android.activation_symmetric
+
+
+def test_spec_outlier_options_reach_nncf():
+    import nncf
+
+    from edgesdk.quant.nncf_options import nncf_quantize_kwargs
+
+    spec = QuantSpec.from_profile(load_profile("intel"), QuantOverrides(float_ops=("Softmax", r".*layer\.5/.*"),
+                                                                         smooth_quant=False))
+    kwargs = nncf_quantize_kwargs(nncf, spec, ("/keep/MatMul",), 16)
+    scope = kwargs["ignored_scope"]
+    assert scope.types == ["Softmax"] and scope.patterns == [r".*layer\.5/.*"] and scope.names == ["/keep/MatMul"]
+    assert kwargs["advanced_parameters"].smooth_quant_alphas.matmul == -1
+    assert kwargs["preset"] == nncf.QuantizationPreset.MIXED
+    default = nncf_quantize_kwargs(nncf, QuantSpec.from_profile(load_profile("jetson")), (), 16)
+    assert default["ignored_scope"] is None and default["preset"] == nncf.QuantizationPreset.PERFORMANCE

@@ -8,6 +8,7 @@ minimises quantization error like PyTorch's HistogramObserver). NNCF has no KL-e
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..errors import QuantizationError
@@ -23,14 +24,28 @@ def nncf_quantize_kwargs(nncf, spec: QuantSpec, keep_float: tuple[str, ...], sam
     if spec.calibration_method not in _ESTIMATORS:
         raise QuantizationError(f"calibration method '{spec.calibration_method}' is not available through NNCF; "
                                 f"choose one of {', '.join(_ESTIMATORS)} (--calibration-method).")
+    from nncf.quantization.advanced_parameters import AdvancedSmoothQuantParameters
+
     estimator = getattr(RangeEstimatorParametersSet, _ESTIMATORS[spec.calibration_method])
+    advanced = AdvancedQuantizationParameters(activations_range_estimator_params=estimator)
+    if not spec.smooth_quant:
+        advanced.smooth_quant_alphas = AdvancedSmoothQuantParameters(matmul=-1)  # -1 switches it off
     return {
         "preset": nncf.QuantizationPreset.PERFORMANCE if spec.activation_symmetric else nncf.QuantizationPreset.MIXED,
         "model_type": nncf.ModelType.TRANSFORMER,
         "subset_size": samples,
-        "ignored_scope": nncf.IgnoredScope(names=list(keep_float), validate=False) if keep_float else None,
-        "advanced_parameters": AdvancedQuantizationParameters(activations_range_estimator_params=estimator),
+        "ignored_scope": ignored_scope(nncf, spec.float_ops, keep_float),
+        "advanced_parameters": advanced,
     }
+
+
+def ignored_scope(nncf, float_ops: tuple[str, ...], keep_float: tuple[str, ...]):
+    """The spec's float_ops (op types like 'Softmax', or node-name regexes) plus the fallback loop's node names."""
+    types = [op for op in float_ops if re.fullmatch(r"[A-Z][A-Za-z0-9]*", op)]
+    patterns = [op for op in float_ops if op not in types]
+    if not (types or patterns or keep_float):
+        return None
+    return nncf.IgnoredScope(names=list(keep_float), patterns=patterns, types=types, validate=False)
 
 
 def nncf_quantize_onnx(src, dst, spec: QuantSpec, calibration, keep_float: tuple[str, ...]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ class QuantOverrides:
     samples: int | None = None
     activation_symmetric: bool | None = None
     float_ops: tuple[str, ...] | None = None
+    smooth_quant: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class QuantSpec:
     float_ops: tuple[str, ...]
     int16_activations_allowed: bool
     full_integer: bool
+    smooth_quant: bool = True
 
     @classmethod
     def from_profile(cls, profile: TargetProfile, overrides: QuantOverrides | None = None) -> "QuantSpec":
@@ -48,7 +50,8 @@ class QuantSpec:
                    weight_symmetric=q.weight_symmetric, activation_dtype=q.activation_dtype,
                    activation_symmetric=q.activation_symmetric, calibration_method=q.calibration_method,
                    samples=q.samples, float_ops=tuple(q.float_ops),
-                   int16_activations_allowed=q.int16_activations_allowed, full_integer=q.full_integer)
+                   int16_activations_allowed=q.int16_activations_allowed, full_integer=q.full_integer,
+                   smooth_quant=q.smooth_quant)
         if overrides is not None:
             changes = {k: v for k, v in asdict(overrides).items() if v is not None}
             spec = replace(spec, **changes)
