@@ -7,6 +7,7 @@ real runtime and compared with FP32 before its bundle is written; a miss goes to
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import shutil
@@ -96,7 +97,7 @@ class _Shared:
 
 def export(options: ExportOptions) -> ExportResult:
     plans = _plan(options)
-    with tempfile.TemporaryDirectory(prefix="edgesdk-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="edgesdk-") as tmp, _progress(options.progress):
         shared = _prepare(options, Path(tmp))
         summaries = []
         for profile, precision, spec in plans:
@@ -105,6 +106,23 @@ def export(options: ExportOptions) -> ExportResult:
                 shared.calibration_builds += 1
             summaries.append(_export_one(options, shared, profile, precision, spec))
     return ExportResult(summaries, shared.calibration_builds, {"graph": shared.graph_report})
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool):
+    """Calibration progress bars are NNCF's (rich); progress=False silences rich's console for the export."""
+    try:
+        import rich
+    except ImportError:
+        yield
+        return
+    console = rich.get_console()
+    quiet = console.quiet
+    console.quiet = quiet or not enabled
+    try:
+        yield
+    finally:
+        console.quiet = quiet
 
 
 def _plan(options: ExportOptions) -> list[tuple[TargetProfile, str, QuantSpec | None]]:
