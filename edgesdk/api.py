@@ -218,14 +218,18 @@ def _export_one(options: ExportOptions, shared: _Shared, profile: TargetProfile,
                                f"{fid.cosine_min:.6f} < {FP32_COSINE_FLOOR}); the conversion is wrong, not lossy.")
     else:
         outcome = run_with_fallback(build, profile, lambda: _rank(shared, spec), discard)
-    manifest = _manifest(shared, profile, precision, spec, outcome.artefact)
-    manifest["fidelity"] = dict(outcome.fidelity.to_dict(), budget=_budget(profile), attempts=outcome.attempts)
-    manifest["quantization"]["kept_in_float"] = outcome.kept_in_float
-    manifest["golden"] = {"inputs": "golden/inputs.npz", "expected": "golden/expected.npz",
-                          "texts": "golden/texts.txt"}
-    _write_golden(outcome.staging, manifest, shared)
-    _write_report(outcome.staging, shared, outcome, time.perf_counter() - started)
-    finalize(outcome.staging, final, manifest)
+    try:
+        manifest = _manifest(shared, profile, precision, spec, outcome.artefact)
+        manifest["fidelity"] = dict(outcome.fidelity.to_dict(), budget=_budget(profile), attempts=outcome.attempts)
+        manifest["quantization"]["kept_in_float"] = outcome.kept_in_float
+        manifest["golden"] = {"inputs": "golden/inputs.npz", "expected": "golden/expected.npz",
+                              "texts": "golden/texts.txt"}
+        _write_golden(outcome.staging, manifest, shared)
+        _write_report(outcome.staging, shared, outcome, time.perf_counter() - started)
+        finalize(outcome.staging, final, manifest)
+    except BaseException:  # interrupted or failed: no half-written bundle stays behind
+        discard(outcome.staging)
+        raise
     size = sum((final / f).stat().st_size for f in outcome.artefact.files)
     return BundleSummary(str(final), profile.name, profile.backend, precision, size, outcome.fidelity.to_dict(),
                          outcome.kept_in_float, round(time.perf_counter() - started, 1))
