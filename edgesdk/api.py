@@ -93,17 +93,18 @@ class _Shared:
     calibration: CalibrationSet | None = None
     calibration_builds: int = 0
     static_references: dict[int, tuple[list, np.ndarray]] = field(default_factory=dict)
+    calibration_samples: int = 0
 
 
 def export(options: ExportOptions) -> ExportResult:
     plans = _plan(options)
     with tempfile.TemporaryDirectory(prefix="edgesdk-") as tmp, _progress(options.progress):
         shared = _prepare(options, Path(tmp))
+        shared.calibration_samples = max([s.samples for _, _, s in plans if s] or [0])
         summaries = []
         for profile, precision, spec in plans:
-            if spec is not None and spec.mode == "static" and shared.calibration is None:
-                shared.calibration = _calibration_set(options, shared, max(s.samples for _, _, s in plans if s))
-                shared.calibration_builds += 1
+            if spec is not None and spec.mode == "static":
+                _ensure_calibration(options, shared)
             summaries.append(_export_one(options, shared, profile, precision, spec))
     return ExportResult(summaries, shared.calibration_builds, {"graph": shared.graph_report})
 
@@ -181,6 +182,14 @@ def _pool(source: SourceModel, feeds: dict[str, np.ndarray], raw: np.ndarray) ->
     return pool(raw, feeds["attention_mask"], source.pooling, source.normalize)
 
 
+def _ensure_calibration(options: ExportOptions, shared: _Shared) -> CalibrationSet:
+    """The one calibration set of this export, built on first need (static PTQ, or a sensitivity probe)."""
+    if shared.calibration is None:
+        shared.calibration = _calibration_set(options, shared, shared.calibration_samples)
+        shared.calibration_builds += 1
+    return shared.calibration
+
+
 def _calibration_set(options: ExportOptions, shared: _Shared, samples: int) -> CalibrationSet:
     texts: TextSet = load_texts(options.calibration) if options.calibration else packaged_texts("calibration")
     calib = CalibrationSet.build(texts, shared.encoder, samples)
@@ -217,7 +226,8 @@ def _export_one(options: ExportOptions, shared: _Shared, profile: TargetProfile,
             raise EdgeSDKError(f"{name}: the {precision} artefact differs from the PyTorch reference (cosine min "
                                f"{fid.cosine_min:.6f} < {FP32_COSINE_FLOOR}); the conversion is wrong, not lossy.")
     else:
-        outcome = run_with_fallback(build, profile, lambda: _rank(shared, spec), discard)
+        outcome = run_with_fallback(build, profile, lambda: _rank(_ensure_calibration(options, shared), shared, spec),
+                                    discard)
     try:
         manifest = _manifest(shared, profile, precision, spec, outcome.artefact)
         manifest["fidelity"] = dict(outcome.fidelity.to_dict(), budget=_budget(profile), attempts=outcome.attempts)
@@ -235,15 +245,18 @@ def _export_one(options: ExportOptions, shared: _Shared, profile: TargetProfile,
                          outcome.kept_in_float, round(time.perf_counter() - started, 1))
 
 
-def _rank(shared: _Shared, spec: QuantSpec) -> list:
-    """Measured per-layer sensitivity, from a QDQ probe of the same spec run beside FP32 in ONNX Runtime."""
+def _rank(calibration: CalibrationSet, shared: _Shared, spec: QuantSpec) -> list:
+    """Measured per-layer sensitivity, from a QDQ probe of the same spec run beside FP32 in ONNX Runtime.
+
+    The probe is static INT8 even when the artefact is dynamic: it locates the layers whose quantization hurts.
+    """
     from .quant.nncf_options import nncf_quantize_onnx
     from .quant.sensitivity import rank_layers
 
     probe = shared.onnx_path.with_name("sensitivity_probe.onnx")
     if not probe.exists():
-        nncf_quantize_onnx(shared.onnx_path, probe, spec, shared.calibration, ())
-    return rank_layers(shared.onnx_path, probe, list(shared.calibration)[:SENSITIVITY_SAMPLES])
+        nncf_quantize_onnx(shared.onnx_path, probe, spec, calibration, ())
+    return rank_layers(shared.onnx_path, probe, list(calibration)[:SENSITIVITY_SAMPLES])
 
 
 def _fp_spec(profile: TargetProfile) -> QuantSpec:

@@ -47,3 +47,13 @@ def test_impossible_budget_then_a_tight_one(tiny_model_dir, tmp_path):
     assert all("budget" in k["reason"] for k in kept)
     recorded = manifest["fidelity"]["attempts"]
     assert recorded[0]["kept_in_float"] == 0 and recorded[0]["cosine_min"] < goal["cosine_min"]
+
+
+def test_dynamic_mode_fallback_builds_its_probe_calibration(tiny_model_dir, tmp_path):
+    """Dynamic INT8 needs no calibration, but a missed budget needs a sensitivity probe: it must get one."""
+    profile = write_profile(tmp_path / "dyn.toml", "onnxruntime", name="dyn", quant={"samples": 16, "mode": "dynamic"},
+                            fidelity={"cosine_mean": 1.0, "cosine_min": 1.0})
+    with pytest.raises(FidelityError) as info:
+        export(ExportOptions(targets=(str(profile),), model=str(tiny_model_dir), out=str(tmp_path / "dist"),
+                             precisions=("int8",), fidelity_samples=16, progress=False))
+    assert len(info.value.attempts) > 1
