@@ -17,8 +17,8 @@ from ..frontends import SourceModel
 from ..profiles import TargetProfile
 from ..quant import CalibrationSet, QuantSpec
 
-IMPLEMENTED = {"openvino": "openvino", "onnxruntime": "onnxruntime", "tensorrt": "tensorrt"}
-PLANNED = {"tflite": "Android/LiteRT"}
+IMPLEMENTED = {"openvino": "openvino", "onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "tflite": "tflite"}
+PLANNED: dict[str, str] = {}
 
 
 @dataclass

@@ -19,7 +19,7 @@ from ..errors import BackendNotAvailableError, InputError
 from .manifest import Bundle, read_bundle
 from .text import TextEncoder, check_texts, pool
 
-RUNTIME_BACKENDS = {"openvino": "openvino", "onnxruntime": "onnxruntime", "tensorrt": "tensorrt"}
+RUNTIME_BACKENDS = {"openvino": "openvino", "onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "tflite": "tflite"}
 
 
 class Session(Protocol):

@@ -1,0 +1,141 @@
+"""LiteRT / TFLite session for Android bundles (model.tflite, fixed [1, seq] int32 inputs).
+
+Imports only numpy and the LiteRT interpreter (ai_edge_litert, else tflite_runtime). The model is batch 1, so
+infer() runs the rows of a batch one by one and stacks the outputs. One interpreter per thread (a TFLite
+interpreter is not thread-safe). Delegates come from the manifest's preference (target.delegates, e.g.
+["nnapi", "gpu", "xnnpack"]) or EDGESDK_TFLITE_DELEGATES (comma list; "name=/path/lib.so" names a library);
+each is loaded by name when this platform has it, else logged and skipped; XNNPACK (the interpreter's default
+CPU delegate) is the last resort. A .tflite the interpreter cannot read is refused at load with a BundleError.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+
+import numpy as np
+
+from ..errors import BackendNotAvailableError, BundleError, MissingDependencyError
+from .manifest import Bundle
+
+log = logging.getLogger("edgesdk")
+
+# Shared-library names tried for each delegate (Android builds, then the desktop builds of the same delegates).
+DELEGATE_LIBRARIES = {
+    "gpu": ("libLiteRtGpuAccelerator.so", "libtensorflowlite_gpu_delegate.so", "libtensorflowlite_gpu_gl.so"),
+    "nnapi": ("libtensorflowlite_nnapi_delegate.so", "libnnapi_delegate.so"),
+    "hexagon": ("libhexagon_delegate.so", "libhexagon_interface.so"),
+}
+CPU_DELEGATES = ("xnnpack", "cpu")
+
+
+def interpreter_module():
+    try:
+        from ai_edge_litert import interpreter
+    except ImportError:
+        try:
+            from tflite_runtime import interpreter
+        except ImportError as exc:
+            raise MissingDependencyError("this bundle needs the LiteRT interpreter: pip install 'edgesdk[tflite]' "
+                                         "(or tflite-runtime).") from exc
+    return interpreter
+
+
+def load_delegate(name: str, library: str | None = None):
+    """A TFLite delegate by name ('gpu', 'nnapi', 'hexagon') or by library path; BackendNotAvailableError if absent."""
+    module = interpreter_module()
+    candidates = (library,) if library else DELEGATE_LIBRARIES.get(name, ())
+    if not candidates:
+        raise BackendNotAvailableError(f"unknown TFLite delegate '{name}'; known: "
+                                       f"{', '.join([*DELEGATE_LIBRARIES, *CPU_DELEGATES])}.")
+    errors = []
+    for lib in candidates:
+        try:
+            ctypes.CDLL(lib)  # probe first: LiteRT's load_delegate leaves a half-built Delegate that warns on GC
+            return module.load_delegate(lib)
+        except (ValueError, OSError, RuntimeError) as exc:
+            errors.append(f"{lib}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    raise BackendNotAvailableError(
+        f"the TFLite '{name}' delegate is not available on this machine (tried {'; '.join(errors)}). "
+        "On Android it ships with the LiteRT AAR / benchmark_model; elsewhere run on XNNPACK (CPU) with "
+        "EDGESDK_TFLITE_DELEGATES=xnnpack, or name the library: EDGESDK_TFLITE_DELEGATES=gpu=/path/lib.so.")
+
+
+def _preference(bundle: Bundle) -> list[tuple[str, str | None]]:
+    raw = os.environ.get("EDGESDK_TFLITE_DELEGATES")
+    names = raw.split(",") if raw else bundle.manifest["target"].get("delegates") or ["xnnpack"]
+    return [(n.split("=", 1)[0].strip(), n.split("=", 1)[1].strip() if "=" in n else None) for n in names if n.strip()]
+
+
+class TFLiteSession:
+    def __init__(self, bundle: Bundle, threads: int | None):
+        self._module = interpreter_module()
+        self._model = bundle.artefact.read_bytes()
+        self._path = bundle.artefact
+        self._threads = threads
+        self._signature = bundle.manifest["target"].get("signature") or "serving_default"
+        self._output_names = [o["name"] for o in bundle.manifest["outputs"]]
+        self._choice, self.delegate = self._choose_delegate(bundle)
+        self._local = threading.local()
+        self._interpreter()  # load now: a damaged file fails here, not at the first inference
+
+    def _choose_delegate(self, bundle: Bundle) -> tuple[tuple[str, str | None] | None, str]:
+        for name, library in _preference(bundle):
+            if name in CPU_DELEGATES:
+                break
+            try:
+                load_delegate(name, library)  # probe once; each thread's interpreter gets its own instance
+            except BackendNotAvailableError as exc:
+                log.info("TFLite bundle: %s", exc)
+                continue
+            log.info("TFLite bundle: running on the %s delegate", name)
+            return (name, library), name
+        log.info("TFLite bundle: running on XNNPACK (CPU)")
+        return None, "xnnpack"
+
+    def _interpreter(self):
+        runner = getattr(self._local, "runner", None)
+        if runner is not None:
+            return runner
+        delegates = [load_delegate(*self._choice)] if self._choice else None  # a delegate serves one interpreter
+        try:
+            interpreter = self._module.Interpreter(model_content=self._model, num_threads=self._threads,
+                                                   experimental_delegates=delegates)
+            runner = interpreter.get_signature_runner(self._signature)
+        except (ValueError, RuntimeError) as exc:
+            raise BundleError(f"LiteRT cannot load {self._path}: {str(exc).strip()[:300]}. The .tflite is damaged or "
+                              "not a TFLite model; re-export the bundle.") from exc
+        self._local.runner = runner
+        self._local.interpreter = interpreter
+        return runner
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        runner = self._interpreter()
+        inputs = runner.get_input_details()
+        details = runner.get_output_details()
+        rows = len(next(iter(feeds.values())))
+        results: list[list[np.ndarray]] = [[] for _ in details]
+        for r in range(rows):
+            out = runner(**{name: np.ascontiguousarray(feeds[name][r:r + 1], dtype=inputs[name]["dtype"])
+                            for name in inputs})
+            for i, (key, detail) in enumerate(details.items()):
+                results[i].append(_dequantize(out[key], detail))
+        return {name: np.concatenate(parts) for name, parts in zip(self._output_names, results)}
+
+    def close(self) -> None:
+        self._local = threading.local()
+
+
+def _dequantize(value: np.ndarray, detail: dict) -> np.ndarray:
+    if value.dtype == np.float32:
+        return value
+    scale, zero = detail.get("quantization", (0.0, 0))
+    if not scale:
+        return value.astype(np.float32)
+    return (value.astype(np.float32) - zero) * scale
+
+
+def open_session(bundle: Bundle, threads: int | None) -> TFLiteSession:
+    return TFLiteSession(bundle, threads)

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Benchmark an edgesdk Android bundle on a phone with TFLite's benchmark_model, over adb.
+#
+#   scripts/android_bench.sh BUNDLE [--delegate nnapi|gpu|xnnpack] [--threads N] [--runs N]
+#
+# Pushes BUNDLE/model.tflite to /data/local/tmp/edgesdk/ and runs benchmark_model with the delegate's flags. The
+# model's inputs are static ([1, seq] int32 token ids, see manifest target.model_input_shape), so benchmark_model
+# takes the shapes from the model and fills the ids with its default small random ints (valid vocabulary ids).
+# Without --delegate, the first delegate of the manifest's preference (target.delegates) is used.
+# Needs: adb with one device attached, and benchmark_model for the phone's ABI pushed to
+# /data/local/tmp/benchmark_model (prebuilt android_aarch64_benchmark_model from the LiteRT/TFLite
+# releases, or bazel build -c opt --config=android_arm64 //tensorflow/lite/tools/benchmark:benchmark_model),
+# or BENCHMARK_MODEL=/path/on/device. It cannot run on the export workstation or in CI (no phone, no adb there);
+# `edgesdk bench BUNDLE` measures the same bundle on the host CPU (XNNPACK).
+set -euo pipefail
+
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 1 ] || usage
+BUNDLE=$1; shift
+DELEGATE="" THREADS=4 RUNS=100
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --delegate) DELEGATE=$2; shift 2 ;;
+    --threads) THREADS=$2; shift 2 ;;
+    --runs) RUNS=$2; shift 2 ;;
+    -h|--help) usage ;;
+    *) echo "unknown argument: $1" >&2; usage ;;
+  esac
+done
+[ -f "$BUNDLE/manifest.json" ] || { echo "$BUNDLE is not an edgesdk bundle (no manifest.json)" >&2; exit 2; }
+command -v adb >/dev/null || { echo "adb not found: install Android platform-tools and attach a phone" >&2; exit 2; }
+command -v python3 >/dev/null || { echo "python3 is needed to read the manifest" >&2; exit 2; }
+
+# One line from the manifest: backend, preferred delegate, model shape and the --input_layer* flags.
+read -r BACKEND PREFERRED LAYERS SHAPES < <(python3 - "$BUNDLE/manifest.json" <<'EOF'
+import json, sys
+m = json.load(open(sys.argv[1]))
+t = m["target"]
+shape = t.get("model_input_shape") or [1, m["tokenizer"].get("static_length") or 128]
+names = [i["name"] for i in m["inputs"]]
+print(t["backend"], (t.get("delegates") or ["xnnpack"])[0], ",".join(names),
+      ":".join(",".join(str(d) for d in shape) for _ in names))
+EOF
+)
+[ "$BACKEND" = "tflite" ] || { echo "$BUNDLE is a $BACKEND bundle, not tflite (Android)" >&2; exit 2; }
+DELEGATE=${DELEGATE:-$PREFERRED}
+case "$DELEGATE" in
+  nnapi)   FLAGS="--use_nnapi=true --nnapi_allow_fp16=false" ;;
+  gpu)     FLAGS="--use_gpu=true --gpu_precision_loss_allowed=true" ;;
+  xnnpack) FLAGS="--use_xnnpack=true" ;;
+  *) echo "unknown delegate '$DELEGATE'; use nnapi, gpu or xnnpack" >&2; exit 2 ;;
+esac
+
+DEVICE_DIR=/data/local/tmp/edgesdk
+BENCH=${BENCHMARK_MODEL:-/data/local/tmp/benchmark_model}
+adb shell "test -x $BENCH" || { echo "no benchmark_model at $BENCH on the device (see the header)" >&2; exit 2; }
+adb shell mkdir -p "$DEVICE_DIR"
+adb push "$BUNDLE/model.tflite" "$DEVICE_DIR/model.tflite" >/dev/null
+MODEL=$(adb shell getprop ro.product.model | tr -d '\r')
+echo "device: $MODEL  android $(adb shell getprop ro.build.version.release | tr -d '\r')"
+echo "bundle: $BUNDLE  delegate: $DELEGATE  threads: $THREADS  inputs: $LAYERS [$SHAPES]"
+# shellcheck disable=SC2086
+adb shell "$BENCH" --graph="$DEVICE_DIR/model.tflite" --num_threads="$THREADS" --num_runs="$RUNS" \
+  --warmup_runs=10 --enable_op_profiling=false $FLAGS

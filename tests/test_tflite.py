@@ -1,0 +1,189 @@
+"""Android / TFLite target: litert-torch conversion, AEQ precisions, the LiteRT session, the op check and the
+fallback mapping — on the real LiteRT interpreter with the 2-layer BERT."""
+
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgesdk.api import ExportOptions, export
+from edgesdk.errors import BackendNotAvailableError, BundleError, EdgeSDKError
+from edgesdk.quant import QuantOverrides
+from edgesdk.runtime import load, read_bundle
+from tests.conftest import write_profile
+
+MATMUL = "/model/encoder/layer.{}/{}/MatMul"
+
+
+def _profile(work: Path, **fidelity):
+    return write_profile(work / "tiny-android.toml", "android", name="tiny-android",
+                         fidelity=fidelity or {"cosine_mean": 0.98, "cosine_min": 0.9}, quant={"samples": 16})
+
+
+@pytest.fixture(scope="module")
+def android(tmp_path_factory, tiny_model_dir):
+    work = tmp_path_factory.mktemp("android")
+    profile = str(_profile(work))
+    common = dict(targets=(profile,), model=str(tiny_model_dir), fidelity_samples=32, progress=False)
+    full = export(ExportOptions(out=str(work / "dist"), precisions=("fp32", "fp16", "int8"), **common))
+    dyn = export(ExportOptions(out=str(work / "dyn"), precisions=("int8",), quant=QuantOverrides(mode="dynamic"),
+                               **common))
+    bundles = {b.precision: Path(b.path) for b in full.bundles}
+    bundles["dynamic"] = Path(dyn.bundles[0].path)
+    return bundles
+
+
+def _reference(model_dir, feeds):
+    import torch
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(str(model_dir)).eval()
+    with torch.no_grad():
+        hidden = model(**{k: torch.from_numpy(v.astype(np.int64)) for k, v in feeds.items()}).last_hidden_state
+    mask = feeds["attention_mask"][:, :, None].astype(np.float32)
+    return (hidden.numpy() * mask).sum(1) / mask.sum(1)
+
+
+def test_fp32_bundle_embeds_and_matches_pytorch(android, tiny_model_dir):
+    manifest = read_bundle(android["fp32"]).manifest
+    assert manifest["artefact"]["entry"] == "model.tflite" and manifest["fidelity"]["cosine_min"] >= 0.9999
+    assert {i["dtype"] for i in manifest["inputs"]} == {"int32"}
+    assert manifest["target"]["model_input_shape"] == [1, 128] and manifest["tokenizer"]["static_length"] == 128
+    assert manifest["runtime_requirements"][-1] == "ai-edge-litert==2.3.0"
+    texts = ["A man is playing a guitar.", "The report is due on Friday.", "ok"]
+    with load(android["fp32"], threads=1) as runner:
+        got = runner.embed(texts)
+        reference = _reference(tiny_model_dir, runner.tokenize(texts))
+    cosine = (got * reference).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(reference, axis=1)
+    assert got.shape == (3, 64) and cosine.min() >= 0.9999
+
+
+def test_fp16_and_dynamic_int8_are_smaller(android):
+    size = {k: (b / "model.tflite").stat().st_size for k, b in android.items()}
+    assert size["fp16"] < 0.6 * size["fp32"] and size["dynamic"] < 0.4 * size["fp32"]
+    dyn = read_bundle(android["dynamic"]).manifest
+    assert dyn["quantization"]["decisions"]["recipe"] == "dynamic_wi8_afp32"
+    assert dyn["target"]["op_check"]["verdict"].startswith("dynamic-range")
+    assert read_bundle(android["fp16"]).manifest["target"]["delegates"][0] == "gpu"
+
+
+def test_full_integer_op_check_reports_the_main_path(android):
+    manifest = read_bundle(android["int8"]).manifest
+    check = manifest["target"]["op_check"]
+    assert check["verdict"].startswith("full-integer main path"), check
+    assert check["float_ops"] == 0 and check["int16_ops"] > 0
+    assert any(line.startswith("NNAPI") for line in check["details"])
+    assert manifest["quantization"]["decisions"]["calibration"]["samples"] == 16
+    assert manifest["target"]["delegates"] == ["nnapi", "xnnpack"]
+
+
+def test_static_length_pads_truncates_and_batches(android):
+    with load(android["fp32"], threads=1) as runner:
+        feeds = runner.tokenize(["short", "word " * 500])
+        assert feeds["input_ids"].shape == (2, 128) and feeds["input_ids"].dtype == np.int32
+        assert feeds["attention_mask"].sum(1).tolist() == [3, 128]
+        assert feeds["input_ids"][1, -1] == 102  # truncated, [SEP] kept last
+        batch = runner.embed(["short", "word " * 500, "a third"], batch_size=3)
+        single = runner.embed(["word " * 500])
+    assert np.allclose(batch[1], single[0], atol=1e-5)
+
+
+def test_one_interpreter_per_thread_gives_the_same_answer(android):
+    with load(android["int8"], threads=1) as runner:
+        expected = runner.embed(["thread safety"])
+        results = [None] * 3
+
+        def work(i):
+            results[i] = runner.embed(["thread safety"])
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert all(np.array_equal(r, expected) for r in results)
+
+
+def test_corrupted_tflite_is_refused_at_load(android, tmp_path):
+    bundle = tmp_path / "corrupt"
+    shutil.copytree(android["fp32"], bundle)
+    model = bundle / "model.tflite"
+    model.write_bytes(b"\0" * 64 + model.read_bytes()[64:])
+    with pytest.raises(BundleError, match="failed verification"):
+        load(bundle)
+    with pytest.raises(BundleError, match="LiteRT cannot load"):
+        load(bundle, verify=False)
+
+
+def test_unconvertible_op_is_named():
+    import torch
+
+    from edgesdk.backends.tflite import convert_module
+
+    class Svd(torch.nn.Module):
+        def forward(self, x):
+            return torch.linalg.svd(x)[1]
+
+    with pytest.raises(EdgeSDKError, match="no lowering for op '.*_linalg_svd"):
+        convert_module(Svd().eval(), {"x": torch.randn(4, 4)}, Path("/nonexistent/never-written.tflite"))
+
+
+def test_absent_delegate_gives_a_clear_message(android, monkeypatch, caplog):
+    from edgesdk.runtime.tflite import load_delegate
+
+    with pytest.raises(BackendNotAvailableError, match="'gpu' delegate is not available"):
+        load_delegate("gpu")
+    with pytest.raises(BackendNotAvailableError, match="unknown TFLite delegate 'tpu'"):
+        load_delegate("tpu")
+    monkeypatch.setenv("EDGESDK_TFLITE_DELEGATES", "nnapi,xnnpack")
+    with caplog.at_level("INFO", logger="edgesdk"):
+        runner = load(android["fp32"], threads=1)
+    assert "'nnapi' delegate is not available" in caplog.text and "running on XNNPACK" in caplog.text
+    assert runner.embed(["still runs"]).shape == (1, 64)
+
+
+def test_onnx_matmul_names_map_onto_tflite_fully_connected(android):
+    from edgesdk.backends.tflite import map_keep_float
+    from edgesdk.backends.tflite_ops import list_ops
+
+    scopes = [op.scope for op in list_ops(android["fp32"] / "model.tflite") if op.name == "FULLY_CONNECTED"]
+    assert len(scopes) == 12
+    names = (MATMUL.format(1, "intermediate/dense"), MATMUL.format(0, "attention/self/query"),
+             MATMUL.format(0, "attention/self/key"), MATMUL.format(1, "output/dense"),
+             MATMUL.format(1, "attention/output/dense"), "/model/encoder/layer.0/attention/self/MatMul_1",
+             "/pooler/dense/MatMul")
+    mapped, skipped = map_keep_float(names, scopes, None)
+    assert [len(m["tflite"]) for m in mapped] == [1, 1, 1, 1, 1]
+    assert "Layer_1/" in mapped[0]["tflite"][0] and mapped[1]["tflite"][0].endswith("Linear_query/fc")
+    assert mapped[2]["tflite"][0].endswith("Linear_key/fc") and "SelfOutput" not in mapped[3]["tflite"][0]
+    assert [s["onnx"] for s in skipped] == list(names[5:])
+
+
+def test_fallback_rebuild_reuses_calibration_and_raises_precision(tmp_path, tiny_model_dir):
+    from edgesdk.backends import ConvertContext
+    from edgesdk.backends.tflite import convert
+    from edgesdk.backends.tflite_ops import list_ops
+    from edgesdk.frontends import load_source
+    from edgesdk.profiles import load_profile
+    from edgesdk.quant import CalibrationSet, QuantSpec, packaged_texts
+    from edgesdk.runtime.text import TextEncoder
+
+    source = load_source(str(tiny_model_dir), tmp_path)
+    profile = load_profile(str(_profile(tmp_path)))
+    encoder = TextEncoder(str(tiny_model_dir / "tokenizer.json"), {"max_length": 128},
+                          [{"name": n, "dtype": "int64"} for n in source.input_names])
+    calibration = CalibrationSet.build(packaged_texts("calibration"), encoder, 16)
+    decisions, int16_fc = [], []
+    for i, keep in enumerate(((), (MATMUL.format(1, "intermediate/dense"),))):
+        out = tmp_path / f"build{i}"
+        out.mkdir()
+        artefact = convert(ConvertContext(source, source.onnx_path, out, "int8", QuantSpec.from_profile(profile),
+                                          calibration, profile, keep))
+        decisions.append(artefact.decisions)
+        int16_fc.append(sum(op.name == "FULLY_CONNECTED" and op.int16 for op in list_ops(out / "model.tflite")))
+    assert decisions[0]["calibration"]["status"].startswith("calibrated")
+    assert decisions[1]["calibration"]["status"].startswith("reused")
+    assert decisions[1]["int16_fully_connected"] == [MATMUL.format(1, "intermediate/dense")]
+    assert int16_fc[1] == int16_fc[0] + 1
