@@ -3,7 +3,7 @@
 INT8) at batch {1, 8, 32} x seq {128, 512}: 24 rows, each measured in its own fresh process, one at a time,
 single-threaded. Exports the bundles first unless --dist holds them already.
 
-    python scripts/plan_vs_measured.py --dist /work/scratch/plan/dist [--json out.json]
+    python scripts/plan_vs_measured.py --dist dist [--json out.json]
 """
 
 from __future__ import annotations
