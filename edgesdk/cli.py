@@ -114,7 +114,7 @@ def cmd_inspect(args) -> int:
         s = q["spec"]
         print(f"quant spec  mode={s['mode']} weights={s['weight_dtype']}/{s['weight_granularity']}/"
               f"{'sym' if s['weight_symmetric'] else 'asym'} activations={s['activation_dtype']}/"
-              f"{'sym' if s['activation_symmetric'] else 'asym'} calibration={s['calibration_method']}x{s['samples']}")
+              f"{'sym' if s['activation_symmetric'] else 'asym'} calibration={s['calibration_method']} x {s['samples']} samples")
         print(f"decisions   {json.dumps(q['decisions'])}")
         kept = [k['node'] for k in q['kept_in_float']]
         print(f"kept float  {', '.join(kept) if kept else 'nothing'}")
@@ -249,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `edgesdk inspect B | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
