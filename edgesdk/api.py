@@ -32,7 +32,7 @@ from .profiles import TargetProfile, load_profile
 from .quant import CalibrationSet, QuantOverrides, QuantSpec, TextSet, load_texts, packaged_texts
 from .quant.fallback import FallbackResult, run_with_fallback
 from .runtime.runner import Runner
-from .runtime.manifest import Bundle
+from .runtime.manifest import Bundle, sha256_file
 from .runtime.text import TextEncoder, pool
 
 log = logging.getLogger("edgesdk")
@@ -203,6 +203,7 @@ def _export_one(options: ExportOptions, shared: _Shared, profile: TargetProfile,
     name = f"{shared.source.name}-{profile.name}-{precision}".lower()
     final = Path(options.out) / name
     backend = backend_module(profile)
+    measured: dict[str, Fidelity] = {}  # artefact sha256 → fidelity: a retry that changed nothing is not re-run
 
     def build(keep_float: tuple[str, ...]) -> tuple[Path, Artefact, Fidelity]:
         staging = staging_dir(final)
@@ -212,7 +213,12 @@ def _export_one(options: ExportOptions, shared: _Shared, profile: TargetProfile,
             artefact = backend.convert(ctx)
             _add_payload(staging, shared)
             manifest = _manifest(shared, profile, precision, spec, artefact)
-            return staging, artefact, _measure(staging, manifest, shared)
+            digest = ":".join(sha256_file(staging / f) for f in artefact.files)
+            if digest not in measured:
+                measured[digest] = _measure(staging, manifest, shared)
+            else:
+                log.info("  the rebuilt artefact is byte-identical to an earlier attempt: its fidelity is reused")
+            return staging, artefact, measured[digest]
         except BaseException:
             discard(staging)
             raise
