@@ -81,3 +81,18 @@ def test_every_bundled_profile_has_an_exporter_and_a_runner():
         assert backend in IMPLEMENTED and backend in RUNTIME_BACKENDS, name
         assert callable(importlib.import_module(f"edgesdk.backends.{IMPLEMENTED[backend]}").convert)
         assert callable(importlib.import_module(f"edgesdk.runtime.{RUNTIME_BACKENDS[backend]}").open_session)
+
+
+def test_profiles_and_texts_ship_inside_the_wheel(tmp_path):
+    """A wheel install must find the profiles and the packaged texts (they live outside edgesdk/ in the repo)."""
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp_path), str(root)], check=True, capture_output=True)
+    names = zipfile.ZipFile(next(tmp_path.glob("edgesdk-*.whl"))).namelist()
+    assert {f"edgesdk/targets/{n}.toml" for n in bundled_profiles()} <= set(names)
+    assert {"edgesdk/quant/texts/calibration.txt", "edgesdk/quant/texts/heldout.txt"} <= set(names)
