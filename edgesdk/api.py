@@ -208,7 +208,7 @@ def _export_one(options: ExportOptions, shared: _Shared, profile: TargetProfile,
     def build(keep_float: tuple[str, ...]) -> tuple[Path, Artefact, Fidelity]:
         staging = staging_dir(final)
         try:
-            ctx = ConvertContext(shared.source, shared.onnx_path, staging, precision, spec or _fp_spec(profile),
+            ctx = ConvertContext(shared.source, shared.onnx_path, staging, precision, spec or QuantSpec.from_profile(profile),
                                  shared.calibration, profile, keep_float)
             artefact = backend.convert(ctx)
             _add_payload(staging, shared)
@@ -263,10 +263,6 @@ def _rank(calibration: CalibrationSet, shared: _Shared, spec: QuantSpec) -> list
     if not probe.exists():
         nncf_quantize_onnx(shared.onnx_path, probe, spec, calibration, ())
     return rank_layers(shared.onnx_path, probe, list(calibration)[:SENSITIVITY_SAMPLES])
-
-
-def _fp_spec(profile: TargetProfile) -> QuantSpec:
-    return QuantSpec.from_profile(profile)
 
 
 def _budget(profile: TargetProfile) -> dict[str, float]:

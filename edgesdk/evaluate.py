@@ -111,8 +111,7 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 def stsb_spearman(embed, pairs: PairSet) -> float:
     """Spearman ×100 between cosine of pair embeddings and the gold scores."""
-    a, b = embed(list(pairs.first)), embed(list(pairs.second))
-    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    cos = cosine_rows(embed(list(pairs.first)), embed(list(pairs.second)))
     return round(100 * spearman(cos, pairs.scores), 3)
 
 

@@ -24,6 +24,7 @@ CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mse")
 ACT_DTYPES = ("int8", "int16")
 GRANULARITIES = ("per_channel", "per_tensor")
 SHAPE_POLICIES = ("dynamic", "static", "profiles")
+BUNDLED = "bundled:"  # prefix of a bundled profile's source
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,11 @@ class TargetProfile:
     content_sha256: str = ""
 
     @property
+    def reference(self) -> str:
+        """What load_profile() takes to reach this same profile again: its file, or its bundled name."""
+        return self.name if self.source.startswith(BUNDLED) else self.source
+
+    @property
     def summary(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -153,7 +159,7 @@ def _read_profile_text(target: str) -> tuple[str, str]:
     if target not in names:
         raise ProfileError(f"unknown target '{target}'. Bundled targets: {', '.join(names)}; "
                            "or pass a profile file such as ./my-board.toml (see `edgesdk targets`).")
-    return (_targets_dir() / f"{target}.toml").read_text(encoding="utf-8"), f"{target}.toml"
+    return (_targets_dir() / f"{target}.toml").read_text(encoding="utf-8"), f"{BUNDLED}{target}.toml"
 
 
 def _build(data: dict[str, Any], source: str, digest: str) -> TargetProfile:

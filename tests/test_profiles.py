@@ -96,3 +96,10 @@ def test_profiles_and_texts_ship_inside_the_wheel(tmp_path):
     names = zipfile.ZipFile(next(tmp_path.glob("edgesdk-*.whl"))).namelist()
     assert {f"edgesdk/targets/{n}.toml" for n in bundled_profiles()} <= set(names)
     assert {"edgesdk/quant/texts/calibration.txt", "edgesdk/quant/texts/heldout.txt"} <= set(names)
+
+
+def test_a_profile_can_be_reached_again_by_its_reference(tmp_path):
+    assert load_profile("jetson").reference == "jetson"
+    path = write_profile(tmp_path / "jetson.toml", "jetson", name="jetson")  # same name, a user's file
+    assert load_profile(str(path)).reference == str(path)
+    assert load_profile(load_profile(str(path)).reference).source == str(path)

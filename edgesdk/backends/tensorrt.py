@@ -16,9 +16,8 @@ import shlex
 
 from ..errors import EdgeSDKError, QuantizationError, require
 from . import Artefact, ConvertContext, onnx_io_specs
+from ..frontends.hf import TOKEN_INPUTS
 from .tensorrt_check import check_model
-
-TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def convert(ctx: ConvertContext) -> Artefact:
@@ -70,13 +69,10 @@ def convert(ctx: ConvertContext) -> Artefact:
 
 def memory_plan(ctx: ConvertContext) -> dict:
     """Weight bytes per precision and the activation peak at the max shape profile, against the memory budget."""
-    from pathlib import Path
-
     from ..plan.planner import PlanOptions, plan
 
     batch, seq = ctx.profile.shapes.max_shape
-    target = ctx.profile.source if Path(ctx.profile.source).is_file() else ctx.profile.name
-    result = plan(PlanOptions(target=target, model=str(ctx.onnx_path), batch=batch, seq=seq,
+    result = plan(PlanOptions(target=ctx.profile.reference, model=str(ctx.onnx_path), batch=batch, seq=seq,
                               precisions=("fp32", "fp16", "int8")))
     mb = 1 << 20
     return {"shape": [batch, seq], "budget_mb": ctx.profile.memory.budget_mb,

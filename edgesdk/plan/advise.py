@@ -116,7 +116,7 @@ def run_trial(profile: TargetProfile, model: str | None, samples: int) -> Trial:
 
     proxy = "" if profile.backend in IMPLEMENTED else "onnxruntime"
     with tempfile.TemporaryDirectory(prefix="edgesdk-trial-") as tmp:
-        target = _proxy_profile(profile, Path(tmp)) if proxy else _profile_ref(profile)
+        target = _proxy_profile(profile, Path(tmp)) if proxy else profile.reference
         options = ExportOptions(targets=(str(target),), model=model, out=str(Path(tmp) / "dist"),
                                 precisions=("int8",), quant=QuantOverrides(samples=samples),
                                 fidelity_samples=64, progress=False)
@@ -127,12 +127,6 @@ def run_trial(profile: TargetProfile, model: str | None, samples: int) -> Trial:
     bundle = result.bundles[0]
     return Trial(True, proxy, samples, bundle.fidelity["cosine_mean"], bundle.fidelity["cosine_min"],
                  len(bundle.kept_in_float), "")
-
-
-def _profile_ref(profile: TargetProfile) -> str:
-    """What to pass as --target to reach this same profile: its file, or its bundled name."""
-    return profile.source if Path(profile.source).is_file() and profile.source != f"{profile.name}.toml" \
-        else profile.name
 
 
 def _proxy_profile(profile: TargetProfile, work: Path) -> Path:

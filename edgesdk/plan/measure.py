@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import EdgeSDKError
+from ..runtime.bench import peak_rss_bytes, rss_bytes
 
 MEASURE_TIMEOUT_S = 1800
 
@@ -72,21 +72,6 @@ def measure(bundle: str | Path, batch: int, seq: int, runs: int = 3, threads: in
     return Measurement(**data)
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _peak() -> int:
-    """This process image's RSS high-water mark. VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec,
-    so a child of a big parent would report the parent's peak; VmHWM belongs to the new address space."""
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def _feeds(manifest: dict, batch: int, seq: int):
     import numpy as np
 
@@ -135,15 +120,15 @@ def _child(bundle_path: str, batch: int, seq: int, runs: int, threads: int) -> d
     feeds = _feeds(bundle.manifest, batch, seq)
     _idle_runtime(backend, bundle.manifest["target"].get("device", "CPU"))
     module = importlib.import_module(f"edgesdk.runtime.{backend}")
-    idle = _rss()
+    idle = rss_bytes()
     session = module.open_session(bundle, threads)
-    after_load, peak_load = _rss(), _peak()
+    after_load, peak_load = rss_bytes(), peak_rss_bytes()
     for _ in range(runs):
         session.infer(feeds)
     reported = _openvino_reported(session) if backend == "openvino" else None
     return {"bundle": str(bundle_path), "backend": backend, "precision": bundle.manifest["precision"],
             "batch": batch, "seq": seq, "runs": runs, "threads": threads, "rss_idle": idle,
-            "rss_after_load": after_load, "peak_after_load": peak_load, "peak": _peak(),
+            "rss_after_load": after_load, "peak_after_load": peak_load, "peak": peak_rss_bytes(),
             "runtime_reported": reported}
 
 

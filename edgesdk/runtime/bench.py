@@ -33,6 +33,15 @@ def rss_bytes() -> int:
 
 
 def peak_rss_bytes() -> int:
+    """This process image's RSS high-water mark. VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec,
+    so a child of a big parent would report the parent's peak; VmHWM belongs to the new address space."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
