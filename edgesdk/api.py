@@ -13,7 +13,7 @@ import platform
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -25,7 +25,7 @@ from . import __version__
 from .backends import Artefact, ConvertContext, backend_module
 from .bundle import discard, finalize, staging_dir
 from .errors import EdgeSDKError, InputError
-from .evaluate import Fidelity, fidelity
+from .evaluate import Fidelity, LabelledSet, accuracy, check_labels, fidelity, read_labelled
 from .frontends import SourceModel, load_source
 from .graph import PASSES, optimize
 from .profiles import TargetProfile, load_profile
@@ -54,6 +54,7 @@ class ExportOptions:
     calibration: str | None = None  # a text file; None = the packaged calibration set
     fidelity_data: str | None = None  # a text file; None = the packaged held-out set
     fidelity_samples: int = 256
+    eval_data: str | None = None  # classifiers: TSV text<TAB>label; each bundle's accuracy, run in its runtime
     quant: QuantOverrides = field(default_factory=QuantOverrides)
     passes: tuple[str, ...] = PASSES
     progress: bool = True
@@ -69,6 +70,7 @@ class BundleSummary:
     fidelity: dict[str, Any]
     kept_in_float: list[dict[str, Any]]
     seconds: float
+    evaluation: dict[str, Any] | None = None
 
 
 @dataclass
@@ -94,12 +96,16 @@ class _Shared:
     calibration_builds: int = 0
     static_references: dict[int, tuple[list, np.ndarray]] = field(default_factory=dict)
     calibration_samples: int = 0
+    eval_set: LabelledSet | None = None
 
 
 def export(options: ExportOptions) -> ExportResult:
     plans = _plan(options)
     with tempfile.TemporaryDirectory(prefix="edgesdk-") as tmp, _progress(options.progress):
         shared = _prepare(options, Path(tmp))
+        if (shared.source.training or {}).get("kind") == "qat":
+            # the QAT weights sit on their int8 grid; SmoothQuant's rescaling would move them off it
+            plans = [(p, prec, replace(s, smooth_quant=False) if s else None) for p, prec, s in plans]
         shared.calibration_samples = max([s.samples for _, _, s in plans if s] or [0])
         summaries = []
         for profile, precision, spec in plans:
@@ -158,7 +164,19 @@ def _prepare(options: ExportOptions, work: Path) -> _Shared:
     report = optimize(source.onnx_path, optimised, feeds[0], options.passes)
     log.info("graph passes: %d → %d nodes", sum(report.ops_before.values()), sum(report.ops_after.values()))
     reference = np.concatenate([_pool(source, f, source.reference(f)) for f in feeds])
-    return _Shared(source, optimised, encoder, settings, heldout, feeds, reference, report.to_dict())
+    shared = _Shared(source, optimised, encoder, settings, heldout, feeds, reference, report.to_dict())
+    if options.eval_data:
+        shared.eval_set = _eval_set(options.eval_data, source)
+    return shared
+
+
+def _eval_set(path: str, source: SourceModel) -> LabelledSet:
+    if source.task != "classification":
+        raise InputError(f"--eval-data measures classification accuracy, but '{source.source}' has no "
+                         "classification head (task: embedding). Drop --eval-data, or export a classifier.")
+    data = read_labelled(path)
+    check_labels(data.labels, source.labels)
+    return data
 
 
 def _tokenizer_settings(source: SourceModel) -> dict[str, Any]:
@@ -241,6 +259,8 @@ def _export_one(options: ExportOptions, shared: _Shared, profile: TargetProfile,
         manifest["golden"] = {"inputs": "golden/inputs.npz", "expected": "golden/expected.npz",
                               "texts": "golden/texts.txt"}
         _write_golden(outcome.staging, manifest, shared)
+        if shared.eval_set is not None:
+            manifest["evaluation"] = _evaluate(outcome.staging, manifest, shared.eval_set, options.eval_data)
         _write_report(outcome.staging, shared, outcome, time.perf_counter() - started)
         finalize(outcome.staging, final, manifest)
     except BaseException:  # interrupted or failed: no half-written bundle stays behind
@@ -248,7 +268,21 @@ def _export_one(options: ExportOptions, shared: _Shared, profile: TargetProfile,
         raise
     size = sum((final / f).stat().st_size for f in outcome.artefact.files)
     return BundleSummary(str(final), profile.name, profile.backend, precision, size, outcome.fidelity.to_dict(),
-                         outcome.kept_in_float, round(time.perf_counter() - started, 1))
+                         outcome.kept_in_float, round(time.perf_counter() - started, 1), manifest.get("evaluation"))
+
+
+def _evaluate(staging: Path, manifest: dict[str, Any], data: LabelledSet, path: str) -> dict[str, Any]:
+    """Accuracy of the staged classifier bundle on the eval data, run in its own runtime."""
+    runner = Runner(Bundle(staging, manifest), threads=None)
+    try:
+        started = time.perf_counter()
+        result = runner.classify(list(data.texts))
+    finally:
+        runner.close()
+    score = accuracy(result.labels, data.labels, result.label_names)
+    log.info("  accuracy %.2f %% on %d rows of %s (%.0fs)", score, len(data.texts), path,
+             time.perf_counter() - started)
+    return {"metric": "accuracy", "value": score, "rows": len(data.texts), "data": str(path)}
 
 
 def _rank(calibration: CalibrationSet, shared: _Shared, spec: QuantSpec) -> list:
@@ -284,12 +318,12 @@ def _manifest(shared: _Shared, profile: TargetProfile, precision: str, spec: Qua
         "edgesdk_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {"name": src.name, "source": src.source, "task": src.task, "pooling": src.pooling,
-                  "normalize": src.normalize, "labels": src.labels},
+                  "normalize": src.normalize, "labels": src.labels, "training": _training_summary(src)},
         "target": {"name": profile.name, "profile_sha256": profile.content_sha256, "backend": profile.backend,
                    "description": profile.description, **artefact.target_fields},
         "precision": precision,
         "quantization": {"spec": spec.to_dict() if spec else None, "decisions": artefact.decisions,
-                         "kept_in_float": []},
+                         "kept_in_float": [], "qat": (src.training or {}).get("qat") if spec else None},
         "artefact": {"format": artefact.format, "entry": artefact.entry, "files": artefact.files},
         "inputs": artefact.inputs,
         "outputs": artefact.outputs,
@@ -298,6 +332,13 @@ def _manifest(shared: _Shared, profile: TargetProfile, precision: str, spec: Qua
         "runtime_requirements": ["numpy", "tokenizers", *artefact.runtime_requirements],
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
     }
+
+
+def _training_summary(source: SourceModel) -> dict[str, Any] | None:
+    """What edgesdk trained this model on (kind, data, steps, settings), from its edgesdk_training.json."""
+    if not source.training:
+        return None
+    return {k: source.training.get(k) for k in ("kind", "base", "labels", "data", "training")}
 
 
 def _measure(staging: Path, manifest: dict[str, Any], shared: _Shared) -> Fidelity:
@@ -310,7 +351,7 @@ def _measure(staging: Path, manifest: dict[str, Any], shared: _Shared) -> Fideli
     finally:
         runner.close()
     return fidelity(got, reference, f"{shared.source.name} FP32 PyTorch" if shared.source.torch_module
-                    else "FP32 ONNX Runtime")
+                    else "FP32 ONNX Runtime", classification=shared.source.task == "classification")
 
 
 def _heldout_for(runner: Runner, shared: _Shared) -> tuple[list[dict[str, np.ndarray]], np.ndarray]:

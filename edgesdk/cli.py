@@ -24,6 +24,7 @@ EPILOG = """examples:
   edgesdk verify  dist/all-minilm-l6-v2-intel-int8
   edgesdk bench   dist/all-minilm-l6-v2-intel-int8 --vs dist/all-minilm-l6-v2-intel-fp32 --json bench.json
   edgesdk export --target jetson --out dist/ && edgesdk build-engine dist/all-minilm-l6-v2-jetson-int8   (on the Jetson)
+  edgesdk export --target android --qat --train-data sst2/train.tsv --eval-data sst2/dev.tsv --out dist/
 """
 
 
@@ -64,27 +65,61 @@ def cmd_export(args) -> int:
         targets=tuple(t.strip() for t in args.target.split(",") if t.strip()), model=args.model,
         tokenizer=args.tokenizer, out=args.out,
         precisions=tuple(p.strip() for p in args.precision.split(",")) if args.precision else None,
-        calibration=args.calibration, fidelity_data=args.fidelity_data, quant=overrides,
+        calibration=args.calibration, fidelity_data=args.fidelity_data, eval_data=args.eval_data, quant=overrides,
         progress=not args.no_progress)
-    result = export(options)
-    print(_summary_table(result))
+    if args.train_data or args.qat:
+        from .train.pipeline import export_trained
+
+        trained = export_trained(options, _training_options(args))
+        rows = trained.bundles
+        print(f"models: fp32 {trained.fp32_model}" + "".join(f"; qat {p}" for p in trained.qat_models.values()))
+    else:
+        rows = [("", b) for b in export(options).bundles]
+    print(_summary_table(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps({"bundles": [b.__dict__ for b in result.bundles],
-                                               "calibration_builds": result.calibration_builds}, indent=2))
+        Path(args.json).write_text(json.dumps({"bundles": [dict(b.__dict__, kind=k or None) for k, b in rows]},
+                                              indent=2))
     return 0
 
 
-def _summary_table(result) -> str:
-    lines = [f"{'bundle':40} {'backend':12} {'prec':5} {'MB':>7} {'cos mean':>9} {'cos min':>8} {'max err':>8} "
-             f"{'float':>5} {'s':>6}"]
-    for b in result.bundles:
+def _training_options(args):
+    from dataclasses import replace
+
+    from .train.loop import TrainConfig
+    from .train.pipeline import QAT_DEFAULTS, TrainingOptions
+
+    def config(base, epochs, lr, limit):
+        changes = {"epochs": epochs, "lr": lr, "batch_size": args.batch_size, "max_length": args.max_length,
+                   "seed": args.seed}
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if limit is not None:
+            changes["limit"] = None if limit == 0 else limit
+        return replace(base, **changes)
+
+    return TrainingOptions(train_data=args.train_data, qat=args.qat, with_ptq=args.with_ptq,
+                           config=config(TrainConfig(), args.epochs, args.lr, args.train_limit),
+                           qat_config=config(QAT_DEFAULTS, args.qat_epochs, args.qat_lr, args.qat_limit))
+
+
+def _summary_table(rows) -> str:
+    """One line per bundle; a kind column (fp32/ptq/qat) for trained exports, an accuracy column with --eval-data."""
+    kinds, acc = any(k for k, _ in rows), any(b.evaluation for _, b in rows)
+    head = f"{'bundle':44} " + ("kind  " if kinds else "") + f"{'backend':12} {'prec':5} {'MB':>7} {'cos mean':>9} " \
+        f"{'cos min':>8} {'max err':>8} {'float':>5} " + ("  acc % " if acc else "") + f"{'s':>6}"
+    lines = [head]
+    for kind, b in rows:
         f = b.fidelity
-        lines.append(f"{Path(b.path).name:40} {b.backend:12} {b.precision:5} {b.size_bytes / 1e6:7.1f} "
-                     f"{f['cosine_mean']:9.5f} {f['cosine_min']:8.5f} {f['max_abs_error']:8.4f} "
-                     f"{len(b.kept_in_float):5d} {b.seconds:6.1f}")
-    lines.append(f"fidelity: pooled outputs vs {result.bundles[0].fidelity['reference'] if result.bundles else '-'} "
-                 f"on {result.bundles[0].fidelity['n'] if result.bundles else 0} held-out texts, run in each "
-                 f"bundle's own runtime; calibration sets built: {result.calibration_builds}")
+        score = f"{b.evaluation['value']:7.2f} " if b.evaluation else "      - "
+        lines.append(f"{Path(b.path).name:44} " + (f"{kind:5} " if kinds else "") + f"{b.backend:12} "
+                     f"{b.precision:5} {b.size_bytes / 1e6:7.1f} {f['cosine_mean']:9.5f} {f['cosine_min']:8.5f} "
+                     f"{f['max_abs_error']:8.4f} {len(b.kept_in_float):5d} " + (score if acc else "") +
+                     f"{b.seconds:6.1f}")
+    if rows:
+        first = rows[0][1]
+        compared = "class probabilities" if first.fidelity.get("top1_agreement") is not None else "pooled outputs"
+        lines.append(f"fidelity: {compared} vs {first.fidelity['reference']} on {first.fidelity['n']} held-out texts, "
+                     "run in each bundle's own runtime" +
+                     (f"; acc %: accuracy on {first.evaluation['data']}" if acc and first.evaluation else ""))
     return "\n".join(lines)
 
 
@@ -202,8 +237,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-smooth-quant", action="store_true",
                    help="switch off SmoothQuant (on by default for transformers: moves activation outliers into weights)")
     p.add_argument("--fidelity-data", help="texts for the FP32 comparison (default: 256 packaged held-out texts)")
+    p.add_argument("--eval-data", help="classifiers: TSV text<TAB>label; each bundle's accuracy, measured in its own "
+                                       "runtime before it is written, goes into its manifest")
     p.add_argument("--json", help="also write the summary as JSON to this file")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t = p.add_argument_group(
+        "training a classifier (FP32 fine-tune and QAT)",
+        "With --train-data the model (default all-MiniLM-L6-v2) gets a classification head and is fine-tuned on the "
+        "TSV (text<TAB>label, labels ints or strings, header optional); --qat then runs quantization-aware training "
+        "(NNCF, the target profile's quantization scheme) and builds the int8 bundles from it. Trained models are "
+        "kept under OUT/models and reused when data and settings match. Defaults: a seeded 4000-row subset, "
+        "2 epochs (FP32) and 2000 rows, 1 epoch (QAT): minutes on 2 CPU cores; --train-limit 0 --epochs 3 is a "
+        "full run.")
+    t.add_argument("--train-data", help="TSV text<TAB>label to fine-tune a classification head on")
+    t.add_argument("--qat", action="store_true", help="quantization-aware training for the int8 bundles")
+    t.add_argument("--with-ptq", action="store_true", help="with --qat: also build post-training-quantized int8 "
+                                                           "bundles from the FP32 model, to compare")
+    t.add_argument("--epochs", type=float, help="FP32 fine-tune epochs (default 2)")
+    t.add_argument("--lr", type=float, help="FP32 fine-tune learning rate (default 5e-5)")
+    t.add_argument("--train-limit", type=int, help="training rows, a seeded random subset (default 4000; 0 = all)")
+    t.add_argument("--qat-epochs", type=float, help="QAT epochs (default 1)")
+    t.add_argument("--qat-lr", type=float, help="QAT learning rate (default 1e-5)")
+    t.add_argument("--qat-limit", type=int, help="QAT rows (default 2000; 0 = all)")
+    t.add_argument("--batch-size", type=int, help="training batch size (default 32)")
+    t.add_argument("--max-length", type=int, help="training sequence length in tokens (default 64)")
+    t.add_argument("--seed", type=int, help="seed for the subset, the head and the data order (default 0)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("inspect", help="show a bundle's manifest: I/O, sizes, fidelity, quantization decisions")

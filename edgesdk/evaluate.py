@@ -21,6 +21,7 @@ class Fidelity:
     cosine_p01: float
     max_abs_error: float
     reference: str
+    top1_agreement: float | None = None  # classifiers: share of texts whose predicted label matches FP32
 
     def meets(self, mean: float, minimum: float) -> bool:
         return self.cosine_mean >= mean and self.cosine_min >= minimum
@@ -29,11 +30,15 @@ class Fidelity:
         return asdict(self)
 
 
-def fidelity(candidate: np.ndarray, reference: np.ndarray, reference_name: str) -> Fidelity:
+def fidelity(candidate: np.ndarray, reference: np.ndarray, reference_name: str,
+             classification: bool = False) -> Fidelity:
+    """Row-wise cosine and max error; for classifiers the rows are class probabilities, plus top-1 agreement."""
     cos = cosine_rows(candidate, reference)
+    agreement = round(float(np.mean(candidate.argmax(1) == reference.argmax(1))), 6) if classification else None
     return Fidelity(n=len(cos), cosine_mean=round(float(cos.mean()), 6), cosine_min=round(float(cos.min()), 6),
                     cosine_p01=round(float(np.percentile(cos, 1)), 6),
-                    max_abs_error=round(float(np.abs(candidate - reference).max()), 6), reference=reference_name)
+                    max_abs_error=round(float(np.abs(candidate - reference).max()), 6), reference=reference_name,
+                    top1_agreement=agreement)
 
 
 # -- task metrics on user data (`edgesdk eval`) ------------------------------------------------------------------
@@ -90,17 +95,71 @@ def read_pairs(path) -> PairSet:
     return PairSet(tuple(r[a] for r in rows), tuple(r[b] for r in rows), scores)
 
 
-def read_labelled(path) -> LabelledSet:
-    """SST-2 style TSV: columns sentence (or text) and label."""
+TEXT_HEADERS = ("sentence", "text", "sentence1", "review", "content")
+LABEL_HEADERS = ("label", "labels", "class", "target", "category", "y")
+
+
+def read_labelled(path, *, min_classes: int = 1) -> LabelledSet:
+    """Text classification TSV: a text column and a label column; labels ints or strings; header row optional.
+
+    With a header, the text column is sentence/text/review/content and the label column label/class/target/...;
+    without one, column 1 is the text and column 2 the label. Empty text or label cells are refused with their
+    line number (a silently dropped row would change the data); blank lines at the end are ignored.
+    """
+    from pathlib import Path
+
     from .errors import InputError
 
-    header, rows = _read_tsv(path)
-    text_col = next((header.index(c) for c in ("sentence", "text") if c in header), None)
-    if text_col is None or "label" not in header:
-        raise InputError(f"'{path}' needs a sentence (or text) column and a label column; its header is {header}.")
-    label_col = header.index("label")
-    rows = [r for r in rows if len(r) > max(text_col, label_col) and r[text_col].strip()]
-    return LabelledSet(tuple(r[text_col] for r in rows), tuple(r[label_col].strip() for r in rows))
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"data file '{path}' does not exist.")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"'{path}' is not UTF-8; convert it (iconv -t UTF-8) and retry.") from exc
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise InputError(f"'{path}' is empty; expected TSV rows 'text<TAB>label'.")
+    first = [c.strip().lower() for c in lines[0].split("\t")]
+    has_header = any(c in LABEL_HEADERS for c in first) or any(c in TEXT_HEADERS for c in first)
+    if has_header:
+        text_col = next((first.index(c) for c in TEXT_HEADERS if c in first), None)
+        label_col = next((first.index(c) for c in LABEL_HEADERS if c in first), None)
+        if text_col is None or label_col is None:
+            raise InputError(f"'{path}': the header {first} needs a text column ({'/'.join(TEXT_HEADERS)}) and a "
+                             f"label column ({'/'.join(LABEL_HEADERS)}); or drop the header and write "
+                             "'text<TAB>label' rows.")
+    else:
+        text_col, label_col = 0, 1
+    texts, labels = [], []
+    for number, line in enumerate(lines[1:] if has_header else lines, start=2 if has_header else 1):
+        cells = line.split("\t")
+        if len(cells) <= max(text_col, label_col):
+            what = "is empty" if not line.strip() else f"has {len(cells)} column(s), expected text<TAB>label"
+            raise InputError(f"'{path}' line {number} {what}; fix or delete that line.")
+        text, label = cells[text_col].strip(), cells[label_col].strip()
+        if not text or not label:
+            raise InputError(f"'{path}' line {number} has an empty {'text' if not text else 'label'}; "
+                             "fix or delete that line.")
+        texts.append(text)
+        labels.append(label)
+    if not texts:
+        raise InputError(f"'{path}' has a header but no data rows.")
+    classes = sorted(set(labels))
+    if len(classes) < min_classes:
+        raise InputError(f"'{path}' has only {len(classes)} label value(s) ({', '.join(classes)}) in {len(texts)} "
+                         f"rows; training a classifier needs at least {min_classes} classes. Check the label "
+                         "column, or add examples of the other classes.")
+    return LabelledSet(tuple(texts), tuple(labels))
+
+
+def label_names(labels) -> list[str]:
+    """Sorted label values: numerically when every label is an integer, else alphabetically."""
+    values = set(labels)
+    if all(v.lstrip("-").isdigit() for v in values):
+        return [str(v) for v in sorted(values, key=int)]
+    return sorted(values)
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -127,14 +186,20 @@ def recall_at_k(candidate: np.ndarray, reference: np.ndarray, k: int = 10) -> fl
     return round(float(np.mean([len(set(g) & set(w)) / k for g, w in zip(got, want)])), 4)
 
 
-def accuracy(predicted: list[str], gold: tuple[str, ...], label_names: list[str]) -> float:
+def check_labels(gold, label_names: list[str]) -> None:
+    """Refuses gold labels the model does not know (by name, or by index 0..C-1)."""
     from .errors import InputError
 
     allowed = set(label_names) | {str(i) for i in range(len(label_names))}
     unknown = sorted(set(gold) - allowed)
     if unknown:
         raise InputError(f"the eval file has labels {unknown[:5]} that the model does not know; its labels are "
-                         f"{label_names} (or their indices 0..{len(label_names) - 1}).")
+                         f"{label_names} (or their indices 0..{len(label_names) - 1}). Fix the eval file's label "
+                         "column, or evaluate a model trained on those classes.")
+
+
+def accuracy(predicted: list[str], gold: tuple[str, ...], label_names: list[str]) -> float:
+    check_labels(gold, label_names)
     index = {name: str(i) for i, name in enumerate(label_names)}
     hits = [p == g or index[p] == g for p, g in zip(predicted, gold)]
     return round(100 * float(np.mean(hits)), 3)

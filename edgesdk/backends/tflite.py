@@ -56,12 +56,15 @@ def _torch_classes():
     from torch import nn
 
     class EncoderWrapper(nn.Module):
-        """Token ids (int32) → last_hidden_state, with a finite additive mask, for BERT-like encoders."""
+        """Token ids (int32) → last_hidden_state (or, with a BERT classification head, logits), with a finite
+        additive mask, for BERT-like encoders."""
 
-        def __init__(self, model, seq: int):
+        def __init__(self, model, seq: int, head=None):
             super().__init__()
             self.embeddings = model.embeddings
             self.layers = model.encoder.layer
+            self.pooler = model.pooler if head is not None else None
+            self.classifier = head.classifier if head is not None else None
             self.register_buffer("position_ids", torch.arange(seq)[None, :], persistent=False)
 
         def forward(self, input_ids, attention_mask, token_type_ids=None):
@@ -72,6 +75,8 @@ def _torch_classes():
             for layer in self.layers:
                 h = layer(h, ext)
                 h = h[0] if isinstance(h, tuple) else h
+            if self.classifier is not None:  # BertForSequenceClassification: pooler, (eval-mode dropout), classifier
+                return self.classifier(self.pooler(h))
             return h
 
     class GenericWrapper(nn.Module):
@@ -116,8 +121,12 @@ def wrap_module(model, input_names: list[str], output: str, seq: int, mul_layern
                     swap(child)
 
         swap(model)
-    bert_like = output == "last_hidden_state" and hasattr(model, "embeddings") and hasattr(model, "encoder") \
-        and hasattr(model.encoder, "layer")
+    base = getattr(model, getattr(model, "base_model_prefix", ""), model) if output == "logits" else model
+    bert_like = hasattr(base, "embeddings") and hasattr(base, "encoder") and hasattr(base.encoder, "layer")
+    if output == "logits":  # only the BERT head shape (pooler + linear classifier) is rebuilt; others run generic
+        bert_like = bert_like and getattr(base, "pooler", None) is not None and hasattr(model, "classifier")
+        if bert_like:
+            return EncoderWrapper(base, seq, head=model).eval()
     return (EncoderWrapper(model, seq) if bert_like else GenericWrapper(model, output)).eval()
 
 

@@ -16,6 +16,7 @@ from ..errors import ModelSourceError, require
 from .source import Feeds, SourceModel, check_tokenizer_dir
 
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+TRAINING_RECORD = "edgesdk_training.json"  # written by edgesdk.train beside a fine-tuned / QAT model
 
 
 def read_sentence_transformers_config(folder: Path) -> tuple[str, bool, int | None]:
@@ -86,17 +87,24 @@ def load_hf_folder(folder: Path, work_dir: Path, opset: int = 17) -> SourceModel
             return wrapper(*args).float().numpy()
 
     labels = [str(v) for _, v in sorted((int(k), v) for k, v in (config.get("id2label") or {}).items())]
+    record = folder / TRAINING_RECORD
     return SourceModel(
-        name=folder.name if folder.name != "model" else _name_from_config(folder),
+        name=model_name(folder),
         source=str(folder), onnx_path=onnx_path, tokenizer_dir=folder,
         task="classification" if is_classifier else "embedding",
-        pooling="none" if is_classifier else pooling, normalize=normalize and not is_classifier,
+        pooling="softmax" if is_classifier else pooling, normalize=normalize and not is_classifier,
         max_length=max_length, input_names=input_names, output_name=output,
         labels=labels if is_classifier else [], reference=reference, torch_module=model,
+        training=json.loads(record.read_text()) if record.is_file() else None,
     )
 
 
-def _name_from_config(folder: Path) -> str:
+def model_name(folder: Path) -> str:
+    """The folder's name, or for a package's generic 'model' folder, the model it holds."""
+    return folder.name if folder.name != "model" else _name_from_package(folder)
+
+
+def _name_from_package(folder: Path) -> str:
     readme = folder / "README.md"
     if readme.is_file() and "all-MiniLM-L6-v2" in readme.read_text(errors="ignore")[:4000]:
         return "all-minilm-l6-v2"

@@ -45,5 +45,5 @@ def load_onnx_file(path: Path, work_dir: Path, tokenizer: str | Path | None) -> 
     rank = len(model.graph.output[0].type.tensor_type.shape.dim)
     task = "embedding" if rank == 3 else "classification"
     return SourceModel(name=path.stem, source=str(path), onnx_path=local, tokenizer_dir=tok_dir, task=task,
-                       pooling=pooling if task == "embedding" else "none", normalize=normalize and task == "embedding",
+                       pooling=pooling if task == "embedding" else "softmax", normalize=normalize and task == "embedding",
                        max_length=int(st_max or 512), input_names=names, output_name=output, reference=reference)

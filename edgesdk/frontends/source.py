@@ -30,6 +30,7 @@ class SourceModel:
     labels: list[str] = field(default_factory=list)
     reference: Callable[[Feeds], np.ndarray] | None = None  # FP32 raw output for feeds
     torch_module: object | None = None  # the nn.Module where there is one (QAT, litert-torch)
+    training: dict | None = None  # edgesdk_training.json of a folder edgesdk fine-tuned or QAT-trained
 
 
 def default_model_path() -> Path:

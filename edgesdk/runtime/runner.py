@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import BackendNotAvailableError, InputError
 from .manifest import Bundle, read_bundle
-from .text import TextEncoder, check_texts, pool
+from .text import TextEncoder, check_texts, pool, softmax
 
 RUNTIME_BACKENDS = {"openvino": "openvino", "onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "tflite": "tflite"}
 
@@ -80,8 +80,7 @@ class Runner:
                              "cannot run. Export a model with a sequence-classification head, or use embed().")
         logits = np.concatenate([self._first_output(texts[i:i + batch_size])
                                  for i in range(0, len(texts), _check_batch(batch_size))])
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs = shifted / shifted.sum(axis=1, keepdims=True)
+        probs = softmax(logits)
         names = list(self.manifest["model"]["labels"])
         return Classification([names[i] for i in probs.argmax(axis=1)], probs, names)
 

@@ -66,10 +66,17 @@ def pool(hidden: np.ndarray, attention_mask: np.ndarray, pooling: str, normalize
         vectors = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
     elif pooling == "cls":
         vectors = hidden[:, 0]
+    elif pooling == "softmax":  # classifiers: logits [B, C] → class probabilities, the vector fidelity compares
+        vectors = softmax(hidden)
     elif pooling == "none":
         vectors = hidden
     else:
-        raise BundleError(f"unknown pooling '{pooling}' in the manifest; this edgesdk knows mean, cls, none.")
+        raise BundleError(f"unknown pooling '{pooling}' in the manifest; this edgesdk knows mean, cls, softmax, none.")
     if normalize:
         vectors = vectors / np.clip(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12, None)
     return vectors
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)

@@ -1,0 +1,136 @@
+"""`edgesdk export --train-data FILE [--qat]`: fine-tune a classifier, optionally QAT it, export every target.
+
+    model folder ──fine-tune (FP32)──▶ OUT/models/NAME ──export──▶ fp32 bundles (+ PTQ int8 bundles)
+                                             └──QAT (NNCF, per weight scheme)──▶ OUT/models/NAME-qat ──export──▶ int8
+
+The QuantSpec that drives QAT is the target profile's, the same one its PTQ reads; targets whose weight scheme is
+the same (all bundled ones: int8, per-channel, symmetric) share one QAT run, using the first such target's
+activation scheme. Trained models are kept under OUT/models and reused when the data and settings match.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ..api import ExportOptions, ExportResult, export
+from ..errors import InputError
+from ..evaluate import LabelledSet, check_labels, label_names, read_labelled
+from ..frontends.source import default_model_path
+from ..profiles import load_profile
+from ..quant import QuantSpec
+from .classifier import fine_tune, is_classifier, model_labels, quantization_aware_train
+from .loop import TrainConfig
+
+log = logging.getLogger("edgesdk")
+QAT_DEFAULTS = TrainConfig(epochs=1.0, lr=1e-5, limit=2000)
+CALIBRATION_TEXTS = 400
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    train_data: str | None = None  # TSV text<TAB>label; None with qat=True needs a classifier --model
+    qat: bool = False
+    with_ptq: bool = False  # with qat: also build PTQ int8 bundles from the FP32 model, for comparison
+    config: TrainConfig = field(default_factory=TrainConfig)
+    qat_config: TrainConfig = QAT_DEFAULTS
+
+
+@dataclass
+class TrainedExport:
+    fp32_model: str
+    qat_models: dict[str, str]
+    results: list[tuple[str, ExportResult]]  # (which model: "fp32" | "qat", result)
+
+    @property
+    def bundles(self):
+        """(kind, summary): kind is fp32/fp16 for float bundles, ptq or qat for int8 ones."""
+        return [(("ptq" if b.precision == "int8" else b.precision) if model == "fp32" else "qat", b)
+                for model, r in self.results for b in r.bundles]
+
+
+def export_trained(options: ExportOptions, training: TrainingOptions) -> TrainedExport:
+    base = Path(options.model) if options.model else default_model_path()
+    if not training.train_data and not (training.qat and base.is_dir() and is_classifier(base)):
+        raise InputError("--qat needs --train-data FILE (TSV text<TAB>label), or a --model that already has a "
+                         "classification head.")
+    data = read_labelled(training.train_data, min_classes=2) if training.train_data else None
+    labels = label_names(data.labels) if data else model_labels(base)
+    if options.eval_data:  # before any training: a wrong eval file should not cost a fine-tune
+        check_labels(read_labelled(options.eval_data).labels, labels)
+    models = Path(options.out) / "models"
+    if data is not None:
+        name = f"{_base_name(base)}-{_slug(training.train_data)}"
+        fp32_dir = fine_tune(base, data, models / name, training.config, options.progress)
+    else:
+        fp32_dir, name = base, base.name
+    calibration = options.calibration or (_calibration_file(data, models / f"{name}-calibration.txt")
+                                          if data else None)
+    options = replace(options, calibration=calibration)
+    plans = _precisions(options)
+    results: list[tuple[str, ExportResult]] = []
+    float_precisions = tuple(p for p in plans if p != "int8" or not training.qat or training.with_ptq)
+    if float_precisions:
+        results.append(("fp32", export(replace(options, model=str(fp32_dir), precisions=float_precisions))))
+    qat_models = {}
+    if training.qat and "int8" in plans:
+        if data is None:
+            raise InputError("--qat fine-tunes on labelled data: pass --train-data FILE.")
+        for key, targets, spec in _qat_groups(options):
+            folder = models / (f"{name}-qat" if len(qat_models) == 0 else f"{name}-qat-{key}")
+            qat_dir = quantization_aware_train(fp32_dir, spec, list(targets), data, folder, training.qat_config,
+                                               options.progress)
+            qat_models[key] = str(qat_dir)
+            results.append(("qat", export(replace(options, model=str(qat_dir), targets=targets,
+                                                  precisions=("int8",)))))
+    return TrainedExport(str(fp32_dir), qat_models, results)
+
+
+def _precisions(options: ExportOptions) -> tuple[str, ...]:
+    if options.precisions:
+        return options.precisions
+    found: list[str] = []
+    for target in options.targets:
+        found += [p for p in load_profile(target).default_precisions if p not in found]
+    return tuple(found)
+
+
+def _qat_groups(options: ExportOptions) -> list[tuple[str, tuple[str, ...], QuantSpec]]:
+    """Targets grouped by the weight scheme QAT bakes in; each group trains once under its first target's spec."""
+    groups: dict[str, tuple[list[str], QuantSpec]] = {}
+    for target in options.targets:
+        profile = load_profile(target)
+        if "int8" not in profile.precisions:
+            continue
+        spec = QuantSpec.from_profile(profile, options.quant)
+        key = f"w{spec.weight_dtype}-{spec.weight_granularity}-{'sym' if spec.weight_symmetric else 'asym'}"
+        groups.setdefault(key, ([], spec))[0].append(profile.name)
+    for key, (targets, spec) in groups.items():
+        log.info("QAT scheme %s for %s (activations %s, from %s's profile)", key, ", ".join(targets),
+                 "symmetric" if spec.activation_symmetric else "asymmetric", targets[0])
+    return [(key, tuple(targets), spec) for key, (targets, spec) in groups.items()]
+
+
+def _calibration_file(data: LabelledSet, path: Path) -> str:
+    """Calibration texts for the classifier's PTQ: a seeded sample of its own training texts, one per line."""
+    texts = list(dict.fromkeys(data.texts))
+    random.Random(1).shuffle(texts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text("\n".join(t.replace("\n", " ") for t in texts[:CALIBRATION_TEXTS]) + "\n", encoding="utf-8")
+    partial.replace(path)
+    return str(path)
+
+
+def _base_name(base: Path) -> str:
+    from ..frontends.hf import model_name
+
+    return model_name(base)
+
+
+def _slug(path: str) -> str:
+    p = Path(path)
+    stem = p.parent.name if p.stem.lower() in ("train", "data", "training") and p.parent.name else p.stem
+    return "".join(c if c.isalnum() else "-" for c in stem.lower()).strip("-") or "data"

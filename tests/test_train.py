@@ -1,0 +1,154 @@
+"""Classifier training (FP32 fine-tune, QAT) and the bert_mobile example's --quick run, on the tiny BERT."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgesdk.errors import InputError
+from edgesdk.evaluate import check_labels, label_names, read_labelled
+from edgesdk.train.loop import TrainConfig
+
+from conftest import ROOT
+
+POSITIVE = ["a charming and often affecting journey", "the best film of the year", "warm , funny and wise",
+            "an utterly delightful surprise", "beautifully acted and moving"]
+NEGATIVE = ["unflinchingly bleak and desperate", "a dull , lifeless mess", "the plot makes no sense",
+            "tedious and far too long", "an embarrassing waste of talent"]
+
+
+def write_tsv(path: Path, rows: list[tuple[str, str]], header: str | None = "sentence\tlabel") -> Path:
+    lines = ([header] if header else []) + [f"{t}\t{label}" for t, label in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def sentiment_rows(copies: int, pos: str = "1", neg: str = "0") -> list[tuple[str, str]]:
+    """Distinct rows (a numbered variant per copy), so calibration sets drawn from them have as many texts."""
+    variant = ["", " , really", " , honestly", " again", " , i think", " , they say", " as expected", " overall"]
+    return [(t + variant[i % 8] + " !" * (i // 8), label) for i in range(copies)
+            for texts, label in ((POSITIVE, pos), (NEGATIVE, neg)) for t in texts]
+
+
+# -- data ---------------------------------------------------------------------------------------------------------
+def test_reads_tsv_with_or_without_header_and_string_labels(tmp_path):
+    with_header = read_labelled(write_tsv(tmp_path / "a.tsv", sentiment_rows(1)))
+    without = read_labelled(write_tsv(tmp_path / "b.tsv", sentiment_rows(1, "pos", "neg"), header=None))
+    assert with_header.texts == without.texts and len(with_header.texts) == 10
+    assert label_names(with_header.labels) == ["0", "1"]
+    assert label_names(without.labels) == ["neg", "pos"]
+    assert label_names(["10", "9", "2"]) == ["2", "9", "10"]  # integers sort numerically
+
+
+def test_one_class_training_data_is_refused(tmp_path):
+    path = write_tsv(tmp_path / "one.tsv", [(t, "1") for t in POSITIVE])
+    with pytest.raises(InputError, match=r"only 1 label value\(s\) \(1\).*at least 2 classes"):
+        read_labelled(path, min_classes=2)
+
+
+@pytest.mark.parametrize("bad, where", [("\t1", "line 3 has an empty text"), ("good film\t", "line 3 has an empty label"),
+                                        ("", "line 3 is empty"), ("no label column", "line 3 has 1 column")])
+def test_empty_or_broken_rows_are_refused_with_their_line(tmp_path, bad, where):
+    path = tmp_path / "bad.tsv"
+    path.write_text(f"sentence\tlabel\nfine film\t1\n{bad}\nawful film\t0\n", encoding="utf-8")
+    with pytest.raises(InputError, match=where):
+        read_labelled(path)
+
+
+def test_trailing_blank_lines_are_fine(tmp_path):
+    path = tmp_path / "t.tsv"
+    path.write_text("fine film\t1\nawful film\t0\n\n\n", encoding="utf-8")
+    assert len(read_labelled(path).texts) == 2
+
+
+def test_unknown_eval_labels_are_refused():
+    with pytest.raises(InputError, match=r"labels \['2', 'maybe'\] that the model does not know"):
+        check_labels(("0", "1", "2", "maybe"), ["0", "1"])
+    check_labels(("neg", "pos", "0", "1"), ["neg", "pos"])  # names or indices
+
+
+def test_training_settings_are_checked():
+    with pytest.raises(InputError, match="epochs=0"):
+        TrainConfig(epochs=0).check()
+    with pytest.raises(InputError, match="limit=-1"):
+        TrainConfig(limit=-1).check()
+
+
+# -- the CLI refuses before training ------------------------------------------------------------------------------
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgesdk.cli", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_qat_without_train_data_on_an_encoder_is_refused(tiny_model_dir, tmp_path):
+    done = run_cli("export", "--target", "onnxruntime", "--model", str(tiny_model_dir), "--qat", "--out",
+                   str(tmp_path))
+    assert done.returncode == 2
+    assert "--qat needs --train-data" in done.stderr
+
+
+def test_unknown_eval_labels_fail_before_training(tiny_model_dir, tmp_path):
+    train = write_tsv(tmp_path / "train.tsv", sentiment_rows(2))
+    dev = write_tsv(tmp_path / "dev.tsv", [("so so", "2"), ("fine", "1")])
+    done = run_cli("export", "--target", "onnxruntime", "--model", str(tiny_model_dir), "--train-data", str(train),
+                   "--eval-data", str(dev), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and "labels ['2']" in done.stderr
+    assert not (tmp_path / "out" / "models").exists()  # refused before any fine-tuning
+
+
+def test_eval_data_on_an_embedding_model_is_refused(tiny_model_dir, tmp_path):
+    dev = write_tsv(tmp_path / "dev.tsv", sentiment_rows(1))
+    done = run_cli("export", "--target", "onnxruntime", "--model", str(tiny_model_dir), "--precision", "fp32",
+                   "--eval-data", str(dev), "--out", str(tmp_path / "out"), "--no-progress")
+    assert done.returncode == 2 and "no classification head" in done.stderr
+
+
+# -- the example, end to end -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def quick_example(tiny_model_dir, tmp_path_factory):
+    work = tmp_path_factory.mktemp("bert-mobile")
+    train = write_tsv(work / "train.tsv", sentiment_rows(8))
+    dev = write_tsv(work / "dev.tsv", sentiment_rows(2, "1", "0"), header=None)
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "bert_mobile" / "run.py"), "--quick",
+                           "--model", str(tiny_model_dir), "--targets", "onnxruntime,android", "--train", str(train),
+                           "--dev", str(dev), "--out", str(work / "out"), "--workers", "2"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return work / "out", done
+
+
+def test_quick_example_builds_fp32_ptq_and_qat_bundles_and_measures_them(quick_example):
+    out, done = quick_example
+    result = json.loads((out / "results.json").read_text())
+    kinds = {(r["target"], r["kind"]) for r in result["bundles"]}
+    assert kinds == {(t, k) for t in ("onnxruntime", "android") for k in ("fp32", "ptq", "qat")}
+    for row in result["bundles"]:
+        assert row["rows"] == 20 and 0 <= row["accuracy"] <= 100 and row["p50_ms_seq128"] > 0
+        assert 0 <= row["top1_agreement_vs_fp32"] <= 1
+    assert (out / "accuracy_vs_latency.png").stat().st_size > 10_000
+    table = (out / "results.md").read_text()
+    assert table.count("| android |") == 3 and "| (reference) |" in table
+    assert "accuracy_vs_latency.png" in done.stdout
+
+
+def test_qat_bundle_manifest_records_training_and_the_qat_scheme(quick_example):
+    from edgesdk.runtime import load
+
+    out, _ = quick_example
+    qat = next(p for p in (out / "dist").iterdir() if p.name.endswith("-qat-android-int8"))
+    with load(qat) as runner:
+        m = runner.manifest
+        result = runner.classify(["a charming journey", "a dull mess"])
+    assert m["model"]["task"] == "classification" and m["model"]["labels"] == ["0", "1"]
+    assert m["model"]["training"]["kind"] == "qat"
+    assert m["quantization"]["qat"]["tool"].startswith("nncf")
+    assert m["quantization"]["qat"]["spec"]["activation_symmetric"] is False  # android's scheme
+    assert m["quantization"]["spec"]["smooth_quant"] is False  # would move the QAT weights off their grid
+    assert m["fidelity"]["top1_agreement"] is not None
+    assert result.probabilities.shape == (2, 2) and set(result.labels) <= {"0", "1"}
+    models = out / "dist" / "models"
+    record = json.loads(next(models.glob("*-qat/edgesdk_training.json")).read_text())
+    assert record["training"]["steps"] >= 1 and record["qat"]["spec_from_targets"] == ["onnxruntime", "android"]
