@@ -300,7 +300,8 @@ def _rank(calibration: CalibrationSet, shared: _Shared, spec: QuantSpec) -> list
 
 
 def _budget(profile: TargetProfile) -> dict[str, float]:
-    return {"cosine_mean": profile.fidelity.cosine_mean, "cosine_min": profile.fidelity.cosine_min}
+    return {"cosine_mean": profile.fidelity.cosine_mean, "cosine_min": profile.fidelity.cosine_min,
+            "top1_agreement_min": profile.fidelity.top1_agreement_min}
 
 
 def _add_payload(staging: Path, shared: _Shared) -> None:

@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         "With --train-data the model (default all-MiniLM-L6-v2) gets a classification head and is fine-tuned on the "
         "TSV (text<TAB>label, labels ints or strings, header optional); --qat then runs quantization-aware training "
         "(NNCF, the target profile's quantization scheme) and builds the int8 bundles from it. Trained models are "
-        "kept under OUT/models and reused when data and settings match. Defaults: a seeded 4000-row subset, "
+        "kept under OUT/models and reused when data and settings match. Defaults: a seeded 8000-row subset, "
         "2 epochs (FP32) and 2000 rows, 1 epoch (QAT): minutes on 2 CPU cores; --train-limit 0 --epochs 3 is a "
         "full run.")
     t.add_argument("--train-data", help="TSV text<TAB>label to fine-tune a classification head on")
@@ -254,8 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--with-ptq", action="store_true", help="with --qat: also build post-training-quantized int8 "
                                                            "bundles from the FP32 model, to compare")
     t.add_argument("--epochs", type=float, help="FP32 fine-tune epochs (default 2)")
-    t.add_argument("--lr", type=float, help="FP32 fine-tune learning rate (default 5e-5)")
-    t.add_argument("--train-limit", type=int, help="training rows, a seeded random subset (default 4000; 0 = all)")
+    t.add_argument("--lr", type=float, help="FP32 fine-tune learning rate (default 1e-4)")
+    t.add_argument("--train-limit", type=int, help="training rows, a seeded random subset (default 8000; 0 = all)")
     t.add_argument("--qat-epochs", type=float, help="QAT epochs (default 1)")
     t.add_argument("--qat-lr", type=float, help="QAT learning rate (default 1e-5)")
     t.add_argument("--qat-limit", type=int, help="QAT rows (default 2000; 0 = all)")

@@ -23,8 +23,21 @@ class Fidelity:
     reference: str
     top1_agreement: float | None = None  # classifiers: share of texts whose predicted label matches FP32
 
-    def meets(self, mean: float, minimum: float) -> bool:
-        return self.cosine_mean >= mean and self.cosine_min >= minimum
+    def meets(self, budget) -> bool:
+        """Embeddings: cosine mean and min; classifiers: cosine mean of the probabilities and top-1 agreement."""
+        if self.top1_agreement is not None:
+            return self.cosine_mean >= budget.cosine_mean and self.top1_agreement >= budget.top1_agreement_min
+        return self.cosine_mean >= budget.cosine_mean and self.cosine_min >= budget.cosine_min
+
+    def rank(self) -> tuple[float, float]:
+        """Larger is better: what the fallback loop keeps as the best attempt."""
+        worst = self.top1_agreement if self.top1_agreement is not None else self.cosine_min
+        return worst, self.cosine_mean
+
+    def describe(self) -> str:
+        worst = f"top-1 agreement {self.top1_agreement:.4f}" if self.top1_agreement is not None \
+            else f"min {self.cosine_min:.5f}"
+        return f"cosine mean {self.cosine_mean:.5f}, {worst}"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,8 +72,7 @@ class LabelledSet:
     labels: tuple[str, ...]
 
 
-def _read_tsv(path) -> tuple[list[str], list[list[str]]]:
-    import csv
+def _read_lines(path) -> list[str]:
     from pathlib import Path
 
     from .errors import InputError
@@ -69,10 +81,17 @@ def _read_tsv(path) -> tuple[list[str], list[list[str]]]:
     if not path.is_file():
         raise InputError(f"data file '{path}' does not exist.")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        return path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:
         raise InputError(f"'{path}' is not UTF-8; convert it (iconv -t UTF-8) and retry.") from exc
-    rows = list(csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def _read_tsv(path) -> tuple[list[str], list[list[str]]]:
+    import csv
+
+    from .errors import InputError
+
+    rows = list(csv.reader(_read_lines(path), delimiter="\t", quoting=csv.QUOTE_NONE))
     if len(rows) < 2:
         raise InputError(f"'{path}' has no data rows; expected a TSV with a header row.")
     return [h.strip().lower() for h in rows[0]], [r for r in rows[1:] if any(c.strip() for c in r)]
@@ -106,17 +125,9 @@ def read_labelled(path, *, min_classes: int = 1) -> LabelledSet:
     without one, column 1 is the text and column 2 the label. Empty text or label cells are refused with their
     line number (a silently dropped row would change the data); blank lines at the end are ignored.
     """
-    from pathlib import Path
-
     from .errors import InputError
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"data file '{path}' does not exist.")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise InputError(f"'{path}' is not UTF-8; convert it (iconv -t UTF-8) and retry.") from exc
+    lines = _read_lines(path)
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:

@@ -78,7 +78,8 @@ class MemoryBudget:
 @dataclass(frozen=True)
 class FidelityBudget:
     cosine_mean: float = 0.995
-    cosine_min: float = 0.98
+    cosine_min: float = 0.98  # embeddings only: for classifiers a label flip at the decision boundary swings it
+    top1_agreement_min: float = 0.97  # classifiers: share of held-out texts labelled as FP32 labels them
 
 
 @dataclass(frozen=True)
@@ -226,5 +227,5 @@ def _check_consistency(p: TargetProfile) -> None:
         raise ProfileError(f"{p.source}: default_precisions {extra} are not in precisions {list(p.precisions)}.")
     if p.quant.activation_symmetric_required and not p.quant.activation_symmetric:
         raise ProfileError(f"{p.source}: quant.activation_symmetric_required needs quant.activation_symmetric = true.")
-    if not 0 < p.fidelity.cosine_min <= 1 or not 0 < p.fidelity.cosine_mean <= 1:
+    if not all(0 < v <= 1 for v in (p.fidelity.cosine_min, p.fidelity.cosine_mean, p.fidelity.top1_agreement_min)):
         raise ProfileError(f"{p.source}: fidelity budgets must be in (0, 1], got {p.fidelity}.")

@@ -27,7 +27,7 @@ def test_schedule_doubles_then_takes_all():
 
 def test_impossible_budget_then_a_tight_one(tiny_model_dir, tmp_path):
     """Impossible: the typed error with every attempt. Tight (just what one retry reached): layers kept in float."""
-    with pytest.raises(FidelityError, match="cannot be met: the best reached was mean") as info:
+    with pytest.raises(FidelityError, match="cannot be met: the best reached was cosine mean") as info:
         _export(tiny_model_dir, tmp_path / "impossible", 1.0, 1.0)
     assert "Loosen [fidelity]" in str(info.value)
     assert not any((tmp_path / "impossible" / "dist").glob("*")), "a failed export leaves nothing behind"
@@ -57,3 +57,21 @@ def test_dynamic_mode_fallback_builds_its_probe_calibration(tiny_model_dir, tmp_
         export(ExportOptions(targets=(str(profile),), model=str(tiny_model_dir), out=str(tmp_path / "dist"),
                              precisions=("int8",), fidelity_samples=16, progress=False))
     assert len(info.value.attempts) > 1
+
+
+def test_classifier_budget_is_top1_agreement_not_the_worst_cosine():
+    import numpy as np
+
+    from edgesdk.evaluate import fidelity
+    from edgesdk.profiles import FidelityBudget
+
+    reference = np.array([[0.9, 0.1]] * 98 + [[0.6, 0.4], [0.55, 0.45]])
+    candidate = reference.copy()
+    candidate[-1] = [0.2, 0.8]  # one flip near the boundary: cosine 0.80 for that text
+    fid = fidelity(candidate, reference, "fp32", classification=True)
+    assert fid.top1_agreement == 0.99 and fid.cosine_min < 0.81
+    assert fid.meets(FidelityBudget(cosine_mean=0.99, cosine_min=0.95, top1_agreement_min=0.97))
+    assert not fid.meets(FidelityBudget(cosine_mean=0.99, cosine_min=0.95, top1_agreement_min=0.995))
+    embedding = fidelity(candidate, reference, "fp32")
+    assert embedding.top1_agreement is None
+    assert not embedding.meets(FidelityBudget(cosine_mean=0.99, cosine_min=0.95))

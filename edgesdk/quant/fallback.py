@@ -37,34 +37,38 @@ def schedule(n_layers: int) -> list[int]:
     return counts + [n_layers] if n_layers else []
 
 
+def describe_budget(budget, fid) -> str:
+    if fid.top1_agreement is not None:
+        return f"cosine mean ≥ {budget.cosine_mean}, top-1 agreement ≥ {budget.top1_agreement_min}"
+    return f"cosine mean ≥ {budget.cosine_mean}, min ≥ {budget.cosine_min}"
+
+
 def run_with_fallback(build: Callable, profile: TargetProfile, rank: Callable[[], list],
                       discard: Callable[[Path], None]) -> FallbackResult:
     budget = profile.fidelity
     staging, artefact, fid = build(())
     attempts = [dict(fid.to_dict(), kept_in_float=0)]
-    if fid.meets(budget.cosine_mean, budget.cosine_min):
+    if fid.meets(budget):
         return FallbackResult(staging, artefact, fid, [], attempts)
     discard(staging)
-    best = fid
+    best = first = fid
     ranking = rank()
-    log.info("fidelity %.5f / %.5f misses %.3f / %.3f: ranked %d layers by measured sensitivity, retrying",
-             fid.cosine_mean, fid.cosine_min, budget.cosine_mean, budget.cosine_min, len(ranking))
+    log.info("fidelity (%s) misses the budget (%s): ranked %d layers by measured sensitivity, retrying",
+             fid.describe(), describe_budget(budget, fid), len(ranking))
     for count in schedule(len(ranking)):
         kept = ranking[:count]
         staging, artefact, fid = build(tuple(layer.node for layer in kept))
         attempts.append(dict(fid.to_dict(), kept_in_float=count))
-        log.info("  %d layer(s) in float → cosine mean %.5f min %.5f", count, fid.cosine_mean, fid.cosine_min)
-        if fid.meets(budget.cosine_mean, budget.cosine_min):
-            reason = (f"budget cosine mean ≥ {budget.cosine_mean} and min ≥ {budget.cosine_min} missed with all "
-                      f"layers in int8 (mean {attempts[0]['cosine_mean']}, min {attempts[0]['cosine_min']})")
+        log.info("  %d layer(s) in float → %s", count, fid.describe())
+        if fid.meets(budget):
+            reason = f"budget {describe_budget(budget, fid)} missed with all layers in int8 ({first.describe()})"
             kept_info = [{"node": layer.node, "rank": i + 1, "added_error": layer.added_error, "reason": reason}
                          for i, layer in enumerate(kept)]
             return FallbackResult(staging, artefact, fid, kept_info, attempts)
-        if (fid.cosine_min, fid.cosine_mean) > (best.cosine_min, best.cosine_mean):
+        if fid.rank() > best.rank():
             best = fid
         discard(staging)
     raise FidelityError(attempts=attempts, message=
-        f"target '{profile.name}': the fidelity budget (cosine mean ≥ {budget.cosine_mean}, min ≥ "
-        f"{budget.cosine_min}) cannot be met: the best reached was mean {best.cosine_mean:.5f} / min "
-        f"{best.cosine_min:.5f} after {len(attempts)} attempts, the last with {len(ranking)} layers in float. "
+        f"target '{profile.name}': the fidelity budget ({describe_budget(budget, best)}) cannot be met: the best "
+        f"reached was {best.describe()} after {len(attempts)} attempts, the last with {len(ranking)} layers in float. "
         "Loosen [fidelity] in the profile, give more representative --calibration data, or export fp16/fp32.")

@@ -32,10 +32,10 @@ class TrainConfig:
     """Defaults finish on 2 CPU cores in minutes on a subset; `limit=None, epochs=3` is a full run."""
 
     epochs: float = 2.0
-    lr: float = 5e-5
+    lr: float = 1e-4
     batch_size: int = 32
     max_length: int = 64
-    limit: int | None = 4000  # training rows used (a seeded random subset); None = all
+    limit: int | None = 8000  # training rows used (a seeded random subset); None = all
     seed: int = 0
     warmup: float = 0.06  # share of steps with a linear warm-up
     weight_decay: float = 0.01

@@ -21,7 +21,7 @@ from ..evaluate import LabelledSet, check_labels, label_names, read_labelled
 from ..frontends.source import default_model_path
 from ..profiles import load_profile
 from ..quant import QuantSpec
-from .classifier import fine_tune, is_classifier, model_labels, quantization_aware_train
+from .classifier import fine_tune, quantization_aware_train
 from .loop import TrainConfig
 
 log = logging.getLogger("edgesdk")
@@ -31,7 +31,7 @@ CALIBRATION_TEXTS = 400
 
 @dataclass(frozen=True)
 class TrainingOptions:
-    train_data: str | None = None  # TSV text<TAB>label; None with qat=True needs a classifier --model
+    train_data: str | None = None  # TSV text<TAB>label (required)
     qat: bool = False
     with_ptq: bool = False  # with qat: also build PTQ int8 bundles from the FP32 model, for comparison
     config: TrainConfig = field(default_factory=TrainConfig)
@@ -53,32 +53,24 @@ class TrainedExport:
 
 def export_trained(options: ExportOptions, training: TrainingOptions) -> TrainedExport:
     base = Path(options.model) if options.model else default_model_path()
-    if not training.train_data and not (training.qat and base.is_dir() and is_classifier(base)):
-        raise InputError("--qat needs --train-data FILE (TSV text<TAB>label), or a --model that already has a "
-                         "classification head.")
-    data = read_labelled(training.train_data, min_classes=2) if training.train_data else None
-    labels = label_names(data.labels) if data else model_labels(base)
+    if not training.train_data:
+        raise InputError("--qat needs --train-data FILE (TSV text<TAB>label): QAT fine-tunes on labelled data.")
+    data = read_labelled(training.train_data, min_classes=2)
     if options.eval_data:  # before any training: a wrong eval file should not cost a fine-tune
-        check_labels(read_labelled(options.eval_data).labels, labels)
+        check_labels(read_labelled(options.eval_data).labels, label_names(data.labels))
     models = Path(options.out) / "models"
-    if data is not None:
-        name = f"{_base_name(base)}-{_slug(training.train_data)}"
-        fp32_dir = fine_tune(base, data, models / name, training.config, options.progress)
-    else:
-        fp32_dir, name = base, base.name
-    calibration = options.calibration or (_calibration_file(data, models / f"{name}-calibration.txt")
-                                          if data else None)
-    options = replace(options, calibration=calibration)
-    plans = _precisions(options)
+    name = f"{_base_name(base)}-{_slug(training.train_data)}"
+    fp32_dir = fine_tune(base, data, models / name, training.config, options.progress)
+    options = replace(options, calibration=options.calibration or
+                      _calibration_file(data, models / f"{name}-calibration.txt"))
     results: list[tuple[str, ExportResult]] = []
-    float_precisions = tuple(p for p in plans if p != "int8" or not training.qat or training.with_ptq)
-    if float_precisions:
-        results.append(("fp32", export(replace(options, model=str(fp32_dir), precisions=float_precisions))))
+    float_groups, qat_targets = _plan(options, training)
+    for targets, precisions in float_groups:  # one export per distinct precision list (profiles differ)
+        results.append(("fp32", export(replace(options, model=str(fp32_dir), targets=targets,
+                                               precisions=precisions))))
     qat_models = {}
-    if training.qat and "int8" in plans:
-        if data is None:
-            raise InputError("--qat fine-tunes on labelled data: pass --train-data FILE.")
-        for key, targets, spec in _qat_groups(options):
+    if qat_targets:
+        for key, targets, spec in _qat_groups(replace(options, targets=qat_targets)):
             folder = models / (f"{name}-qat" if len(qat_models) == 0 else f"{name}-qat-{key}")
             qat_dir = quantization_aware_train(fp32_dir, spec, list(targets), data, folder, training.qat_config,
                                                options.progress)
@@ -88,13 +80,18 @@ def export_trained(options: ExportOptions, training: TrainingOptions) -> Trained
     return TrainedExport(str(fp32_dir), qat_models, results)
 
 
-def _precisions(options: ExportOptions) -> tuple[str, ...]:
-    if options.precisions:
-        return options.precisions
-    found: list[str] = []
+def _plan(options: ExportOptions, training: TrainingOptions):
+    """([(targets, precisions)] built from the FP32 model, targets whose int8 bundles come from QAT)."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    qat_targets = []
     for target in options.targets:
-        found += [p for p in load_profile(target).default_precisions if p not in found]
-    return tuple(found)
+        precisions = tuple(options.precisions or load_profile(target).default_precisions)
+        if training.qat and "int8" in precisions:
+            qat_targets.append(target)
+        float_model = tuple(p for p in precisions if p != "int8" or not training.qat or training.with_ptq)
+        if float_model:
+            groups.setdefault(float_model, []).append(target)
+    return [(tuple(targets), precisions) for precisions, targets in groups.items()], tuple(qat_targets)
 
 
 def _qat_groups(options: ExportOptions) -> list[tuple[str, tuple[str, ...], QuantSpec]]:

@@ -36,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dev", default=str(DATA / "dev.tsv"), help="TSV sentence<TAB>label (default: SST-2 dev)")
     p.add_argument("--model", help="model folder (default: the bundled all-MiniLM-L6-v2)")
     p.add_argument("--targets", default=TARGETS, help=f"comma-separated targets (default: {TARGETS})")
-    p.add_argument("--train-limit", type=int, default=4000, help="FP32 fine-tune rows, seeded subset (0 = all)")
+    p.add_argument("--train-limit", type=int, default=8000, help="FP32 fine-tune rows, seeded subset (0 = all)")
     p.add_argument("--epochs", type=float, default=2.0, help="FP32 fine-tune epochs")
     p.add_argument("--qat-limit", type=int, default=2000, help="QAT rows, seeded subset (0 = all)")
     p.add_argument("--qat-epochs", type=float, default=1.0, help="QAT epochs")
