@@ -101,7 +101,7 @@ class _Shared:
 
 def export(options: ExportOptions) -> ExportResult:
     plans = _plan(options)
-    with tempfile.TemporaryDirectory(prefix="edgesdk-") as tmp, _progress(options.progress):
+    with tempfile.TemporaryDirectory(prefix="edgesdk-") as tmp, progress_bars(options.progress):
         shared = _prepare(options, Path(tmp))
         if (shared.source.training or {}).get("kind") == "qat":
             # the QAT weights sit on their int8 grid; SmoothQuant's rescaling would move them off it
@@ -116,7 +116,7 @@ def export(options: ExportOptions) -> ExportResult:
 
 
 @contextlib.contextmanager
-def _progress(enabled: bool):
+def progress_bars(enabled: bool):
     """Calibration progress bars are NNCF's (rich); progress=False silences rich's console for the export."""
     try:
         import rich

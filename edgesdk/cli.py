@@ -32,7 +32,7 @@ def _quiet_third_party() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     warnings.filterwarnings("ignore")
-    for name in ("torch", "torch.utils._pytree", "torch.onnx", "nncf", "transformers"):
+    for name in ("torch", "torch.utils._pytree", "torch.onnx", "nncf", "transformers", "torchao"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 

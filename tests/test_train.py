@@ -13,7 +13,7 @@ from edgesdk.errors import InputError
 from edgesdk.evaluate import check_labels, label_names, read_labelled
 from edgesdk.train.loop import TrainConfig
 
-from conftest import ROOT
+from conftest import ROOT, write_profile
 
 POSITIVE = ["a charming and often affecting journey", "the best film of the year", "warm , funny and wise",
             "an utterly delightful surprise", "beautifully acted and moving"]
@@ -112,8 +112,12 @@ def quick_example(tiny_model_dir, tmp_path_factory):
     work = tmp_path_factory.mktemp("bert-mobile")
     train = write_tsv(work / "train.tsv", sentiment_rows(8))
     dev = write_tsv(work / "dev.tsv", sentiment_rows(2, "1", "0"), header=None)
+    # a random-weight classifier after a few steps sits at p ≈ 0.5 for every text: any int8 noise flips its label,
+    # so the top-1 agreement budget is loosened (as tiny_export loosens the cosine budget)
+    targets = ",".join(str(write_profile(work / f"{base}.toml", base, fidelity={"top1_agreement_min": 0.01}))
+                       for base in ("onnxruntime", "android"))
     done = subprocess.run([sys.executable, str(ROOT / "examples" / "bert_mobile" / "run.py"), "--quick",
-                           "--model", str(tiny_model_dir), "--targets", "onnxruntime,android", "--train", str(train),
+                           "--model", str(tiny_model_dir), "--targets", targets, "--train", str(train),
                            "--dev", str(dev), "--out", str(work / "out"), "--workers", "2"],
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -152,3 +156,24 @@ def test_qat_bundle_manifest_records_training_and_the_qat_scheme(quick_example):
     models = out / "dist" / "models"
     record = json.loads(next(models.glob("*-qat/edgesdk_training.json")).read_text())
     assert record["training"]["steps"] >= 1 and record["qat"]["spec_from_targets"] == ["onnxruntime", "android"]
+
+
+def test_training_checkpoints_resume_and_refuse_other_settings(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from edgesdk.evaluate import LabelledSet
+    from edgesdk.train.classifier import text_encoder
+    from edgesdk.train.loop import train
+
+    rows = sentiment_rows(2)
+    data = LabelledSet(tuple(t for t, _ in rows), tuple(label for _, label in rows))
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=2)
+    config = TrainConfig(epochs=2, batch_size=8, checkpoint_every=1, limit=None)
+    checkpoint = tmp_path / "run.pt"
+    first = train(model, data, {"0": 0, "1": 1}, text_encoder(tiny_model_dir, 32), config, checkpoint, "t", False)
+    assert first["steps"] == 6 and checkpoint.is_file()
+    again = train(model, data, {"0": 0, "1": 1}, text_encoder(tiny_model_dir, 32), config, checkpoint, "t", False)
+    assert again["final_loss"] == first["final_loss"]  # resumed at the last step: nothing left to train
+    with pytest.raises(InputError, match="written with other training settings"):
+        train(model, data, {"0": 0, "1": 1}, text_encoder(tiny_model_dir, 32), TrainConfig(epochs=3, batch_size=8),
+              checkpoint, "t", False)

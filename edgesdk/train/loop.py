@@ -25,6 +25,7 @@ from ..errors import InputError
 from ..evaluate import LabelledSet
 
 log = logging.getLogger("edgesdk")
+LOOP_VERSION = 2  # part of every fingerprint: a change to how the loop trains invalidates reused models
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class TrainConfig:
             raise InputError(f"training setting {name}={value} must be positive (--{name.replace('_', '-')}).")
 
     def fingerprint(self, *extra: str) -> str:
-        blob = json.dumps([asdict(self), *extra], sort_keys=True).encode()
+        blob = json.dumps([LOOP_VERSION, asdict(self), *extra], sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -75,13 +76,23 @@ def subset(data: LabelledSet, limit: int | None, seed: int) -> LabelledSet:
 
 def batches(data: LabelledSet, label_index: dict[str, int], tokenize: Callable, config: TrainConfig,
             epoch: int):
-    """Shuffled (per epoch, seeded) mini-batches of (feeds, labels) as torch tensors, padded to the batch max."""
+    """Shuffled (per epoch, seeded) mini-batches of (feeds, labels) as torch tensors, padded to the batch max.
+
+    Length-grouped like transformers' LengthGroupedSampler: rows are shuffled, cut into mega-batches of 50 batches,
+    sorted by length inside each, and the batches are shuffled again. Batches stay random in content and order,
+    but little of each is padding (SST-2 phrases run 1-50 words): about half the compute of plain shuffling.
+    """
     import torch
 
+    rng = random.Random(config.seed * 1000 + epoch)
     order = list(range(len(data.texts)))
-    random.Random(config.seed * 1000 + epoch).shuffle(order)
-    for start in range(0, len(order), config.batch_size):
-        rows = order[start:start + config.batch_size]
+    rng.shuffle(order)
+    mega = 50 * config.batch_size
+    order = [i for start in range(0, len(order), mega)
+             for i in sorted(order[start:start + mega], key=lambda i: len(data.texts[i].split()))]
+    chunks = [order[s:s + config.batch_size] for s in range(0, len(order), config.batch_size)]
+    rng.shuffle(chunks)
+    for rows in chunks:
         feeds = tokenize([data.texts[i] for i in rows])
         yield {k: torch.from_numpy(v) for k, v in feeds.items()}, \
             torch.tensor([label_index[data.labels[i]] for i in rows])

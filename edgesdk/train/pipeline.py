@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..api import ExportOptions, ExportResult, export
+from ..api import ExportOptions, ExportResult, export, progress_bars
 from ..errors import InputError
 from ..evaluate import LabelledSet, check_labels, label_names, read_labelled
 from ..frontends.source import default_model_path
@@ -52,6 +52,11 @@ class TrainedExport:
 
 
 def export_trained(options: ExportOptions, training: TrainingOptions) -> TrainedExport:
+    with progress_bars(options.progress):  # NNCF's own bars during QAT set-up follow --no-progress too
+        return _export_trained(options, training)
+
+
+def _export_trained(options: ExportOptions, training: TrainingOptions) -> TrainedExport:
     base = Path(options.model) if options.model else default_model_path()
     if not training.train_data:
         raise InputError("--qat needs --train-data FILE (TSV text<TAB>label): QAT fine-tunes on labelled data.")
