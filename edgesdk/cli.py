@@ -141,15 +141,32 @@ def cmd_inspect(args) -> int:
     for kind in ("inputs", "outputs"):
         for spec in m[kind]:
             print(f"{kind[:-1]:11} {spec['name']:20} {spec['dtype']:8} {spec['shape']}")
-    print(f"fidelity    cosine mean {fid['cosine_mean']} min {fid['cosine_min']} max|err| {fid['max_abs_error']} "
-          f"on {fid['n']} texts vs {fid['reference']} (budget mean {fid['budget']['cosine_mean']} "
-          f"min {fid['budget']['cosine_min']})")
+    if fid.get("top1_agreement") is not None:  # classifiers: class probabilities, budget on top-1 agreement
+        print(f"fidelity    top-1 agreement {fid['top1_agreement']} cosine mean {fid['cosine_mean']} max|err| "
+              f"{fid['max_abs_error']} on {fid['n']} texts vs {fid['reference']} (budget agreement "
+              f"{fid['budget'].get('top1_agreement_min')} mean {fid['budget']['cosine_mean']})")
+    else:
+        print(f"fidelity    cosine mean {fid['cosine_mean']} min {fid['cosine_min']} max|err| {fid['max_abs_error']} "
+              f"on {fid['n']} texts vs {fid['reference']} (budget mean {fid['budget']['cosine_mean']} "
+              f"min {fid['budget']['cosine_min']})")
+    if m.get("evaluation"):
+        e = m["evaluation"]
+        print(f"evaluation  {e['metric']} {e['value']} % on {e['rows']} rows of {e['data']}")
+    training = (m["model"].get("training") or {})
+    if training:
+        t = training.get("training") or {}
+        print(f"training    {training.get('kind')}: {t.get('steps')} steps on {t.get('rows')} of "
+              f"{(training.get('data') or {}).get('rows')} rows, {t.get('epochs')} epochs, final loss "
+              f"{t.get('final_loss')}")
     q = m["quantization"]
     if q["spec"]:
         s = q["spec"]
         print(f"quant spec  mode={s['mode']} weights={s['weight_dtype']}/{s['weight_granularity']}/"
               f"{'sym' if s['weight_symmetric'] else 'asym'} activations={s['activation_dtype']}/"
               f"{'sym' if s['activation_symmetric'] else 'asym'} calibration={s['calibration_method']} x {s['samples']} samples")
+        if q.get("qat"):
+            print(f"qat         {q['qat']['tool']} ({q['qat']['preset']} preset, scheme from "
+                  f"{', '.join(q['qat']['spec_from_targets'])}): {q['qat']['weights']}")
         print(f"decisions   {json.dumps(q['decisions'])}")
         kept = [k['node'] for k in q['kept_in_float']]
         print(f"kept float  {', '.join(kept) if kept else 'nothing'}")

@@ -177,3 +177,15 @@ def test_training_checkpoints_resume_and_refuse_other_settings(tiny_model_dir, t
     with pytest.raises(InputError, match="written with other training settings"):
         train(model, data, {"0": 0, "1": 1}, text_encoder(tiny_model_dir, 32), TrainConfig(epochs=3, batch_size=8),
               checkpoint, "t", False)
+
+
+def test_inspect_and_verify_a_qat_classifier_bundle(quick_example, capsys):
+    from edgesdk.cli import main
+
+    out, _ = quick_example
+    qat = next(p for p in (out / "dist").iterdir() if p.name.endswith("-qat-onnxruntime-int8"))
+    assert main(["inspect", str(qat)]) == 0
+    text = capsys.readouterr().out
+    assert "top-1 agreement" in text and "training    qat" in text and "qat         nncf" in text
+    assert main(["verify", str(qat)]) == 0
+    assert "PASS" in capsys.readouterr().out
