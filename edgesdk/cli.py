@@ -90,7 +90,7 @@ def _training_options(args):
 
     def config(base, epochs, lr, limit):
         changes = {"epochs": epochs, "lr": lr, "batch_size": args.batch_size, "max_length": args.max_length,
-                   "seed": args.seed}
+                   "seed": args.seed, "device": args.device}
         changes = {k: v for k, v in changes.items() if v is not None}
         if limit is not None:
             changes["limit"] = None if limit == 0 else limit
@@ -279,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, help="training batch size (default 32)")
     t.add_argument("--max-length", type=int, help="training sequence length in tokens (default 64)")
     t.add_argument("--seed", type=int, help="seed for the subset, the head and the data order (default 0)")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], help="training device (default auto: CUDA if "
+                                                                     "torch sees a GPU)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("inspect", help="show a bundle's manifest: I/O, sizes, fidelity, quantization decisions")

@@ -127,7 +127,12 @@ _CHOICES = {
 
 
 def _targets_dir():
-    return resources.files("edgesdk.targets")
+    """The bundled profiles: the installed `edgesdk.targets` package, or `targets/` of a source checkout run from
+    PYTHONPATH without installing (e.g. scripts/train_speed.py on a training box)."""
+    try:
+        return resources.files("edgesdk.targets")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[1] / "targets"
 
 
 def bundled_profiles() -> list[str]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import replace
@@ -30,7 +31,7 @@ from ..errors import InputError, ModelSourceError, require
 from ..evaluate import LabelledSet, label_names
 from ..frontends.hf import TRAINING_RECORD as RECORD
 from ..quant.spec import QuantSpec
-from .loop import TrainConfig, subset, train
+from .loop import TrainConfig, resolve_device, subset, train
 
 log = logging.getLogger("edgesdk")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
@@ -101,6 +102,7 @@ def fine_tune(base_dir: Path, data: LabelledSet, out_dir: Path, config: TrainCon
               progress: bool = True) -> Path:
     """FP32 fine-tune of `base_dir` (an encoder, or a classifier with the same labels) on `data`."""
     config.check()
+    torch = require("torch", "export")
     transformers = require("transformers", "export")
     labels = label_names(data.labels)
     fingerprint = config.fingerprint("fp32", str(base_dir), data_digest(data))
@@ -111,14 +113,14 @@ def fine_tune(base_dir: Path, data: LabelledSet, out_dir: Path, config: TrainCon
                          f"has labels {labels}. Start from the encoder instead, or relabel the data.")
     model = transformers.AutoModelForSequenceClassification.from_pretrained(
         str(base_dir), num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={n: i for i, n in enumerate(labels)}, attn_implementation="eager")
+        label2id={n: i for i, n in enumerate(labels)}, attn_implementation="eager", dtype=torch.float32)
     rows = subset(data, config.limit, config.seed)
     run = train(model, rows, {n: i for i, n in enumerate(labels)}, text_encoder(base_dir, config.max_length),
                 config, out_dir.with_name(f".{out_dir.name}.checkpoint.pt"), f"fine-tune FP32 ({len(rows.texts)} rows)",
                 progress)
     record = {"kind": "fp32", "fingerprint": fingerprint, "base": str(base_dir), "labels": labels,
               "data": {"rows": len(data.texts), "digest": data_digest(data)}, "training": run}
-    _save(model, base_dir, out_dir, record)
+    _save(model.to("cpu"), base_dir, out_dir, record)
     out_dir.with_name(f".{out_dir.name}.checkpoint.pt").unlink(missing_ok=True)
     return out_dir
 
@@ -127,6 +129,10 @@ def quantization_aware_train(fp32_dir: Path, spec: QuantSpec, target_names: list
                              out_dir: Path, config: TrainConfig, progress: bool = True) -> Path:
     """NNCF QAT of a classifier folder under `spec`; saves the float model with weights baked on their int8 grid."""
     config.check()
+    # The first QAT on a machine builds NNCF's C++ fake-quantize extension: ~40 s on an idle 2-core box, minutes on
+    # a busy one. NNCF gives up after 60 s by default; wait 5 minutes instead of failing a training run (a stale
+    # lock left by a killed build still fails, after those 5 minutes, with NNCF's message naming the folder to delete).
+    os.environ.setdefault("NNCF_EXTENSION_LOAD_TIMEOUT", "300")
     torch = require("torch", "export")
     transformers = require("transformers", "export")
     nncf = require("nncf", "export")
@@ -149,7 +155,9 @@ def quantization_aware_train(fp32_dir: Path, spec: QuantSpec, target_names: list
         str(fp32_dir), attn_implementation="eager").eval()
     encode = text_encoder(fp32_dir, config.max_length)
     rows = subset(data, config.limit, config.seed)
-    calibration = [{k: torch.from_numpy(v) for k, v in encode([t]).items()}
+    device = resolve_device(config.device)
+    model.to(device)
+    calibration = [{k: torch.from_numpy(v).to(device) for k, v in encode([t]).items()}
                    for t in subset(data, QAT_CALIBRATION_SAMPLES, config.seed + 1).texts]
     kwargs = nncf_quantize_kwargs(nncf, qat_spec, (), len(calibration))
     started = time.perf_counter()
@@ -174,7 +182,7 @@ def quantization_aware_train(fp32_dir: Path, spec: QuantSpec, target_names: list
 def _bake(nncf, torch, transformers, quantized, fp32_dir: Path, example: dict):
     """The trained float weights, clamped and rounded by their quantizers, in a clean (hook-free) model."""
     stripped = nncf.strip(quantized, do_copy=True, strip_format=nncf.StripFormat.NATIVE, example_input=example)
-    state = {k: v for k, v in stripped.state_dict().items() if not k.startswith("__nncf_hooks")}
+    state = {k: v.cpu() for k, v in stripped.state_dict().items() if not k.startswith("__nncf_hooks")}
     clean = transformers.AutoModelForSequenceClassification.from_pretrained(
         str(fp32_dir), attn_implementation="eager").eval()
     missing, unexpected = clean.load_state_dict(state, strict=False)

@@ -42,6 +42,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     freeze_word_embeddings: bool = True  # 12M of MiniLM's 23M parameters; SST-2-sized data barely moves them
     checkpoint_every: int = 100
+    device: str = "auto"  # "auto" = CUDA when torch sees a GPU, else CPU; not part of the fingerprint
 
     def check(self) -> None:
         bad = [(name, value) for name, value in (("epochs", self.epochs), ("lr", self.lr),
@@ -54,8 +55,19 @@ class TrainConfig:
             raise InputError(f"training setting {name}={value} must be positive (--{name.replace('_', '-')}).")
 
     def fingerprint(self, *extra: str) -> str:
-        blob = json.dumps([LOOP_VERSION, asdict(self), *extra], sort_keys=True).encode()
+        settings = {k: v for k, v in asdict(self).items() if k != "device"}
+        blob = json.dumps([LOOP_VERSION, settings, *extra], sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"training device '{name}' asked for, but torch sees no CUDA GPU; use --device cpu.")
+    return name
 
 
 def seed_everything(seed: int) -> None:
@@ -94,8 +106,9 @@ def batches(data: LabelledSet, label_index: dict[str, int], tokenize: Callable, 
     rng.shuffle(chunks)
     for rows in chunks:
         feeds = tokenize([data.texts[i] for i in rows])
-        yield {k: torch.from_numpy(v) for k, v in feeds.items()}, \
-            torch.tensor([label_index[data.labels[i]] for i in rows])
+        device = resolve_device(config.device)
+        yield {k: torch.from_numpy(v).to(device) for k, v in feeds.items()}, \
+            torch.tensor([label_index[data.labels[i]] for i in rows], device=device)
 
 
 def train(model, data: LabelledSet, label_index: dict[str, int], tokenize: Callable, config: TrainConfig,
@@ -104,6 +117,8 @@ def train(model, data: LabelledSet, label_index: dict[str, int], tokenize: Calla
     import torch
 
     seed_everything(config.seed)
+    device = resolve_device(config.device)
+    model.to(device)
     if config.freeze_word_embeddings:
         for name, param in model.named_parameters():
             if name.endswith("word_embeddings.weight"):
@@ -140,11 +155,17 @@ def train(model, data: LabelledSet, label_index: dict[str, int], tokenize: Calla
             epoch += 1
     model.eval()
     seconds = time.perf_counter() - started
-    log.info("%s: %d steps (batch %d) in %.0fs, final loss %.4f", description, total, config.batch_size, seconds,
-             float(np.mean(losses[-50:])))
+    log.info("%s: %d steps (batch %d) on %s in %.0fs, final loss %.4f", description, total, config.batch_size,
+             device, seconds, float(np.mean(losses[-50:])))
     return {"steps": total, "rows": len(data.texts), "epochs": config.epochs, "seconds": round(seconds, 1),
             "final_loss": round(float(np.mean(losses[-50:])), 4), "config": asdict(config),
-            "threads": _threads()}
+            "device": _device_name(device), "threads": _threads()}
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
 
 
 def _threads() -> int:
@@ -158,7 +179,7 @@ def _resume(model, optimizer, schedule, checkpoint: Path, config: TrainConfig) -
 
     if not checkpoint.is_file():
         return 0, []
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = torch.load(checkpoint, map_location=next(model.parameters()).device, weights_only=False)
     if state.get("fingerprint") != config.fingerprint():
         raise InputError(f"checkpoint '{checkpoint}' was written with other training settings; delete it to "
                          "start over, or rerun with the settings it was made with.")
@@ -166,7 +187,7 @@ def _resume(model, optimizer, schedule, checkpoint: Path, config: TrainConfig) -
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
     random.setstate(state["random"])
-    torch.set_rng_state(state["torch_rng"])
+    torch.set_rng_state(state["torch_rng"].cpu())
     log.info("resuming from %s at step %d", checkpoint, state["step"])
     return int(state["step"]), list(state["losses"])
 
