@@ -189,3 +189,13 @@ def test_inspect_and_verify_a_qat_classifier_bundle(quick_example, capsys):
     assert "top-1 agreement" in text and "training    qat" in text and "qat         nncf" in text
     assert main(["verify", str(qat)]) == 0
     assert "PASS" in capsys.readouterr().out
+
+
+def test_bad_target_or_precision_fails_before_training(tiny_model_dir, tmp_path):
+    train = write_tsv(tmp_path / "train.tsv", sentiment_rows(2))
+    for extra, message in ((["--target", "no-such-board"], "no-such-board"),
+                           (["--target", "onnxruntime", "--precision", "fp16"], "does not accept precision 'fp16'")):
+        done = run_cli("export", *extra, "--model", str(tiny_model_dir), "--train-data", str(train), "--qat",
+                       "--out", str(tmp_path / "out"))
+        assert done.returncode == 2 and message in done.stderr
+        assert not (tmp_path / "out" / "models").exists()

@@ -63,13 +63,13 @@ def _export_trained(options: ExportOptions, training: TrainingOptions) -> Traine
     data = read_labelled(training.train_data, min_classes=2)
     if options.eval_data:  # before any training: a wrong eval file should not cost a fine-tune
         check_labels(read_labelled(options.eval_data).labels, label_names(data.labels))
+    float_groups, qat_targets = _plan(options, training)  # bad targets / precisions fail before training
     models = Path(options.out) / "models"
     name = f"{_base_name(base)}-{_slug(training.train_data)}"
     fp32_dir = fine_tune(base, data, models / name, training.config, options.progress)
     options = replace(options, calibration=options.calibration or
                       _calibration_file(data, models / f"{name}-calibration.txt"))
     results: list[tuple[str, ExportResult]] = []
-    float_groups, qat_targets = _plan(options, training)
     for targets, precisions in float_groups:  # one export per distinct precision list (profiles differ)
         results.append(("fp32", export(replace(options, model=str(fp32_dir), targets=targets,
                                                precisions=precisions))))
@@ -89,8 +89,15 @@ def _plan(options: ExportOptions, training: TrainingOptions):
     """([(targets, precisions)] built from the FP32 model, targets whose int8 bundles come from QAT)."""
     groups: dict[tuple[str, ...], list[str]] = {}
     qat_targets = []
+    if not options.targets:
+        raise InputError("no target given; pass --target NAME (see `edgesdk targets`).")
     for target in options.targets:
-        precisions = tuple(options.precisions or load_profile(target).default_precisions)
+        profile = load_profile(target)
+        precisions = tuple(options.precisions or profile.default_precisions)
+        wrong = [p for p in precisions if p not in profile.precisions]
+        if wrong:
+            raise InputError(f"target '{profile.name}' does not accept precision '{wrong[0]}'; it accepts "
+                             f"{', '.join(profile.precisions)}.")
         if training.qat and "int8" in precisions:
             qat_targets.append(target)
         float_model = tuple(p for p in precisions if p != "int8" or not training.qat or training.with_ptq)
