@@ -43,7 +43,7 @@ def main() -> int:
     from edgesdk.profiles import load_profile
     from edgesdk.quant import QuantSpec
     from edgesdk.train import TrainConfig, fine_tune, quantization_aware_train, read_record
-    from edgesdk.train.classifier import text_encoder
+    from edgesdk.train.classifier import predict_labels
     from edgesdk.train.pipeline import QAT_DEFAULTS
 
     data = read_labelled(args.train, min_classes=2)
@@ -65,12 +65,7 @@ def main() -> int:
         device = "cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu"
         model = AutoModelForSequenceClassification.from_pretrained(str(folder)).eval().to(device)
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        encode, predicted = text_encoder(folder, 128), []
-        with torch.inference_mode():
-            for i in range(0, len(dev.texts), 64):
-                feeds = {k: torch.from_numpy(v).to(device) for k, v in encode(list(dev.texts[i:i + 64])).items()}
-                predicted += [names[j] for j in model(**feeds).logits.argmax(1).tolist()]
-        return accuracy(predicted, dev.labels, names)
+        return accuracy(predict_labels(model, folder, dev.texts, device), dev.labels, names)
 
     result = {"device": read_record(fp32)["training"]["device"], "torch": torch.__version__,
               "fp32": dict(read_record(fp32)["training"], wall_s=round(fp32_s, 1), dev_accuracy=dev_accuracy(fp32)),

@@ -73,6 +73,19 @@ def text_encoder(folder: Path, max_length: int):
     return TextEncoder(str(Path(folder) / "tokenizer.json"), settings, [{"name": n, "dtype": "int64"} for n in names])
 
 
+def predict_labels(model, folder: Path, texts, device: str = "cpu", batch_size: int = 64) -> list[str]:
+    """Label names a PyTorch classifier predicts for texts (tokenized as its bundles are, up to 512 tokens)."""
+    import torch
+
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    encode, predicted = text_encoder(Path(folder), 512), []
+    with torch.inference_mode():
+        for i in range(0, len(texts), batch_size):
+            feeds = {k: torch.from_numpy(v).to(device) for k, v in encode(list(texts[i:i + batch_size])).items()}
+            predicted += [names[j] for j in model(**feeds).logits.argmax(1).tolist()]
+    return predicted
+
+
 def _reusable(out_dir: Path, fingerprint: str) -> bool:
     record = read_record(out_dir)
     if record and record.get("fingerprint") == fingerprint and (out_dir / "config.json").is_file():

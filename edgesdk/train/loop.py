@@ -104,9 +104,9 @@ def batches(data: LabelledSet, label_index: dict[str, int], tokenize: Callable, 
              for i in sorted(order[start:start + mega], key=lambda i: len(data.texts[i].split()))]
     chunks = [order[s:s + config.batch_size] for s in range(0, len(order), config.batch_size)]
     rng.shuffle(chunks)
+    device = resolve_device(config.device)
     for rows in chunks:
         feeds = tokenize([data.texts[i] for i in rows])
-        device = resolve_device(config.device)
         yield {k: torch.from_numpy(v).to(device) for k, v in feeds.items()}, \
             torch.tensor([label_index[data.labels[i]] for i in rows], device=device)
 

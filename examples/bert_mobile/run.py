@@ -162,20 +162,17 @@ def pytorch_reference(model_dir: str, dev: str, quick: bool) -> dict:
 
     from edgesdk.evaluate import accuracy, read_labelled
     from edgesdk.runtime.bench import BENCH_TEXT
-    from edgesdk.train.classifier import text_encoder
+    from edgesdk.train.classifier import predict_labels, text_encoder
 
     data = read_labelled(dev)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    encode = text_encoder(Path(model_dir), 512)
-    predicted = []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        predicted = predict_labels(model, Path(model_dir), data.texts)
+        encode = text_encoder(Path(model_dir), 512)
         with torch.inference_mode():
-            for i in range(0, len(data.texts), 32):
-                feeds = {k: torch.from_numpy(v) for k, v in encode(list(data.texts[i:i + 32])).items()}
-                predicted += [names[j] for j in model(**feeds).logits.argmax(1).tolist()]
             feeds = {k: torch.from_numpy(v[:, :128]) for k, v in encode([BENCH_TEXT]).items()}
             for _ in range(1 if quick else 3):
                 model(**feeds)
