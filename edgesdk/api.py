@@ -22,17 +22,19 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .backends import Artefact, ConvertContext, backend_module
+from .backends import Artefact, Backend, ConvertContext, backend
 from .bundle import discard, finalize, staging_dir
-from .errors import EdgeSDKError, InputError
+from .errors import EdgeSDKError, InputError, ModelSourceError
 from .evaluate import Fidelity, LabelledSet, accuracy, check_labels, fidelity, read_labelled
 from .frontends import SourceModel, load_source
 from .graph import PASSES, optimize
 from .profiles import TargetProfile, load_profile
 from .quant import CalibrationSet, QuantOverrides, QuantSpec, TextSet, load_texts, packaged_texts
 from .quant.fallback import FallbackResult, run_with_fallback
+from .runtime import manifest as mf
+from .runtime.manifest import open_bundle, sha256_file
 from .runtime.runner import Runner
-from .runtime.manifest import Bundle, sha256_file
+from .runtime.schema import decode
 from .runtime.text import TextEncoder, pool
 
 log = logging.getLogger("edgesdk")
@@ -40,8 +42,8 @@ GOLDEN_TEXTS = ("A man is playing a guitar on the street.", "The quarterly repor
                 "¿Dónde está la estación de tren?", "ok")
 FP32_COSINE_FLOOR = 0.9999
 SENSITIVITY_SAMPLES = 64
-TOOLS = ("edgesdk", "torch", "transformers", "tokenizers", "onnx", "onnxslim", "onnxruntime", "openvino", "nncf",
-         "numpy")
+TOOLS = ("edgesdk", "torch", "transformers", "tokenizers", "onnx", "onnxslim", "numpy")  # + each backend's own
+DEFAULT_OPSET = 17
 
 
 @dataclass(frozen=True)
@@ -94,15 +96,19 @@ class _Shared:
     graph_report: dict[str, Any]
     calibration: CalibrationSet | None = None
     calibration_builds: int = 0
-    static_references: dict[int, tuple[list, np.ndarray]] = field(default_factory=dict)
+    references: dict[tuple, tuple[list, np.ndarray]] = field(default_factory=dict)  # per tokenization
     calibration_samples: int = 0
     eval_set: LabelledSet | None = None
+    memory_plans: dict[str, mf.MemoryPlan | None] = field(default_factory=dict)  # per profile
+    cache: dict[Any, Any] = field(default_factory=dict)  # backends' in-memory results across fallback builds
+    work: Path | None = None
 
 
 def export(options: ExportOptions) -> ExportResult:
     plans = _plan(options)
+    opset = min([o for o in (getattr(p.device, "opset", None) for p, _, _ in plans) if o] or [DEFAULT_OPSET])
     with tempfile.TemporaryDirectory(prefix="edgesdk-") as tmp, progress_bars(options.progress):
-        shared = _prepare(options, Path(tmp))
+        shared = _prepare(options, Path(tmp), opset)
         if (shared.source.training or {}).get("kind") == "qat":
             # the QAT weights sit on their int8 grid; SmoothQuant's rescaling would move them off it
             plans = [(p, prec, replace(s, smooth_quant=False) if s else None) for p, prec, s in plans]
@@ -139,24 +145,30 @@ def _plan(options: ExportOptions) -> list[tuple[TargetProfile, str, QuantSpec | 
     plans = []
     for name in options.targets:
         profile = load_profile(name)
-        backend_module(profile)  # fails now, with the list of exportable backends, if not implemented
+        exporter = backend(profile.backend)
+        if exporter.from_torch and options.model and Path(options.model).suffix == ".onnx":
+            raise ModelSourceError(f"target '{profile.name}' ({exporter.name}) converts from the PyTorch module; "
+                                   f"'{options.model}' is an ONNX file. Pass the Hugging Face model folder "
+                                   "(--model DIR), or drop that target.")
         precisions = options.precisions or profile.default_precisions
         for precision in precisions:
             if precision not in profile.precisions:
                 raise InputError(f"target '{profile.name}' does not accept precision '{precision}'; "
                                  f"it accepts {', '.join(profile.precisions)}.")
             spec = QuantSpec.from_profile(profile, options.quant) if precision == "int8" else None
+            if spec is not None:
+                exporter.check_spec(spec, profile.name)
             plans.append((profile, precision, spec))
     return plans
 
 
-def _prepare(options: ExportOptions, work: Path) -> _Shared:
+def _prepare(options: ExportOptions, work: Path, opset: int = DEFAULT_OPSET) -> _Shared:
     started = time.perf_counter()
-    source = load_source(options.model, work, options.tokenizer)
+    source = load_source(options.model, work, options.tokenizer, opset=opset)
     log.info("model %s (%s) → FP32 ONNX in %.1fs", source.name, source.task, time.perf_counter() - started)
     settings = _tokenizer_settings(source)
-    specs = [{"name": n, "dtype": "int64"} for n in source.input_names]
-    encoder = TextEncoder(str(source.tokenizer_dir / "tokenizer.json"), settings, specs)
+    specs = [mf.TensorSpec(n, "int64", ("batch", "sequence")) for n in source.input_names]
+    encoder = TextEncoder(str(source.tokenizer_dir / "tokenizer.json"), mf.TokenizerInfo(**settings), specs)
     texts = load_texts(options.fidelity_data) if options.fidelity_data else packaged_texts("heldout")
     heldout = list(texts.texts[: options.fidelity_samples])
     feeds = [encoder(heldout[i:i + 16]) for i in range(0, len(heldout), 16)]
@@ -164,7 +176,9 @@ def _prepare(options: ExportOptions, work: Path) -> _Shared:
     report = optimize(source.onnx_path, optimised, feeds[0], options.passes)
     log.info("graph passes: %d → %d nodes", sum(report.ops_before.values()), sum(report.ops_after.values()))
     reference = np.concatenate([_pool(source, f, source.reference(f)) for f in feeds])
-    shared = _Shared(source, optimised, encoder, settings, heldout, feeds, reference, report.to_dict())
+    shared = _Shared(source, optimised, encoder, settings, heldout, feeds, reference, report.to_dict(), work=work)
+    if source.opset:
+        shared.graph_report["opset"] = source.opset
     if options.eval_data:
         shared.eval_set = _eval_set(options.eval_data, source)
     return shared
@@ -220,69 +234,118 @@ def _export_one(options: ExportOptions, shared: _Shared, profile: TargetProfile,
     started = time.perf_counter()
     name = f"{shared.source.name}-{profile.name}-{precision}".lower()
     final = Path(options.out) / name
-    backend = backend_module(profile)
+    exporter = backend(profile.backend)
+    memory = _memory_plan(profile, shared)
     measured: dict[str, Fidelity] = {}  # artefact sha256 → fidelity: a retry that changed nothing is not re-run
 
-    def build(keep_float: tuple[str, ...]) -> tuple[Path, Artefact, Fidelity]:
+    def build(keep_float: tuple[str, ...]) -> tuple[_Staged, Artefact, Fidelity]:
         staging = staging_dir(final)
+        runner = None
         try:
-            ctx = ConvertContext(shared.source, shared.onnx_path, staging, precision, spec or QuantSpec.from_profile(profile),
-                                 shared.calibration, profile, keep_float)
-            artefact = backend.convert(ctx)
+            ctx = ConvertContext(shared.source, shared.onnx_path, staging, precision,
+                                 spec or QuantSpec.from_profile(profile), shared.calibration, profile, keep_float,
+                                 work_dir=shared.work, cache=shared.cache)
+            artefact = exporter.convert(ctx)
             _add_payload(staging, shared)
-            manifest = _manifest(shared, profile, precision, spec, artefact)
+            manifest = _manifest(shared, profile, exporter, precision, spec, artefact, memory)
+            runner = Runner(open_bundle(staging, manifest), threads=None)  # the one Runner of this build
             digest = ":".join(sha256_file(staging / f) for f in artefact.files)
             if digest not in measured:
-                measured[digest] = _measure(staging, manifest, shared)
+                measured[digest] = _measure(runner, shared)
             else:
                 log.info("  the rebuilt artefact is byte-identical to an earlier attempt: its fidelity is reused")
-            return staging, artefact, measured[digest]
+            return _Staged(staging, runner, manifest), artefact, measured[digest]
         except BaseException:
+            if runner is not None:
+                runner.close()
             discard(staging)
             raise
 
     log.info("%s: building %s %s", name, profile.backend, precision)
     if spec is None:
-        staging, artefact, fid = build(())
-        outcome = FallbackResult(staging, artefact, fid, kept_in_float=[], attempts=[fid.to_dict()])
+        staged, artefact, fid = build(())
+        outcome = FallbackResult(staged, artefact, fid, kept_in_float=[], attempts=[fid.to_dict()])
         if fid.cosine_min < FP32_COSINE_FLOOR:
-            discard(staging)
+            staged.discard()
             raise EdgeSDKError(f"{name}: the {precision} artefact differs from the PyTorch reference (cosine min "
                                f"{fid.cosine_min:.6f} < {FP32_COSINE_FLOOR}); the conversion is wrong, not lossy.")
     else:
         outcome = run_with_fallback(build, profile, lambda: _rank(_ensure_calibration(options, shared), shared, spec),
-                                    discard)
+                                    lambda staged: staged.discard())
+    staged: _Staged = outcome.staging
     try:
-        manifest = _manifest(shared, profile, precision, spec, outcome.artefact)
-        manifest["fidelity"] = dict(outcome.fidelity.to_dict(), budget=_budget(profile), attempts=outcome.attempts)
-        manifest["quantization"]["kept_in_float"] = outcome.kept_in_float
-        manifest["golden"] = {"inputs": "golden/inputs.npz", "expected": "golden/expected.npz",
-                              "texts": "golden/texts.txt"}
-        _write_golden(outcome.staging, manifest, shared)
-        if shared.eval_set is not None:
-            manifest["evaluation"] = _evaluate(outcome.staging, manifest, shared.eval_set, options.eval_data)
-        _write_report(outcome.staging, shared, outcome, time.perf_counter() - started)
-        finalize(outcome.staging, final, manifest)
+        golden = _write_golden(staged, shared)
+        evaluation = _evaluate(staged.runner, shared.eval_set, options.eval_data) if shared.eval_set else None
+        staged.runner.close()
+        manifest = replace(
+            staged.manifest, golden=golden, evaluation=evaluation,
+            fidelity=decode(mf.FidelityInfo, dict(outcome.fidelity.to_dict(), budget=_budget(profile),
+                                                  attempts=outcome.attempts), EdgeSDKError, "fidelity"),
+            quantization=replace(staged.manifest.quantization, kept_in_float=tuple(
+                mf.KeptLayer(k["node"], int(k["rank"]), float(k["added_error"]), str(k["reason"]))
+                for k in outcome.kept_in_float)))
+        _write_report(staged.path, shared, outcome, time.perf_counter() - started)
+        finalize(staged.path, final, manifest)
     except BaseException:  # interrupted or failed: no half-written bundle stays behind
-        discard(outcome.staging)
+        staged.discard()
         raise
     size = sum((final / f).stat().st_size for f in outcome.artefact.files)
     return BundleSummary(str(final), profile.name, profile.backend, precision, size, outcome.fidelity.to_dict(),
-                         outcome.kept_in_float, round(time.perf_counter() - started, 1), manifest.get("evaluation"))
+                         outcome.kept_in_float, round(time.perf_counter() - started, 1),
+                         mf_dict(manifest.evaluation))
 
 
-def _evaluate(staging: Path, manifest: dict[str, Any], data: LabelledSet, path: str) -> dict[str, Any]:
-    """Accuracy of the staged classifier bundle on the eval data, run in its own runtime."""
-    runner = Runner(Bundle(staging, manifest), threads=None)
+@dataclass
+class _Staged:
+    """A build in its staging folder, with the one Runner that measures, records golden I/O and evaluates it."""
+
+    path: Path
+    runner: Runner
+    manifest: mf.Manifest
+
+    def discard(self) -> None:
+        self.runner.close()
+        discard(self.path)
+
+
+def mf_dict(value) -> dict[str, Any] | None:
+    from .runtime.schema import encode
+
+    return encode(value) if value is not None else None
+
+
+def _memory_plan(profile: TargetProfile, shared: _Shared) -> mf.MemoryPlan | None:
+    """The memory stage every target gets: weights + activations per precision at the profile's largest shape."""
+    if profile.name in shared.memory_plans:
+        return shared.memory_plans[profile.name]
+    from .memory.estimate import memory_plan
+
+    batch, seq = profile.shapes.planning_shape()
+    seq = min(seq, shared.source.max_length)
     try:
-        started = time.perf_counter()
-        result = runner.classify(list(data.texts))
-    finally:
-        runner.close()
+        estimates = memory_plan(profile, shared.onnx_path, backend(profile.backend).memory, batch, seq)
+    except EdgeSDKError as exc:  # a graph the planner cannot bind: the export goes on, the plan says why
+        log.info("memory plan skipped for %s: %s", profile.name, exc)
+        shared.memory_plans[profile.name] = None
+        return None
+    mb = 1 << 20
+    result = mf.MemoryPlan(
+        shape=(batch, seq), budget_mb=profile.memory.budget_mb, shared_with_cpu=profile.memory.shared_with_cpu,
+        per_precision={e.precision: mf.MemoryRow(round(e.weights.total / mb, 1), round(e.activations / mb, 1),
+                                                 round(e.workspace / mb, 1), round(e.total / mb, 1), e.fits)
+                       for e in estimates})
+    shared.memory_plans[profile.name] = result
+    return result
+
+
+def _evaluate(runner: Runner, data: LabelledSet, path: str) -> mf.Evaluation:
+    """Accuracy of the staged classifier bundle on the eval data, run in its own runtime."""
+    started = time.perf_counter()
+    result = runner.classify(list(data.texts))
     score = accuracy(result.labels, data.labels, result.label_names)
     log.info("  accuracy %.2f %% on %d rows of %s (%.0fs)", score, len(data.texts), path,
              time.perf_counter() - started)
-    return {"metric": "accuracy", "value": score, "rows": len(data.texts), "data": str(path)}
+    return mf.Evaluation(metric="accuracy", value=float(score), rows=len(data.texts), data=str(path))
 
 
 def _rank(calibration: CalibrationSet, shared: _Shared, spec: QuantSpec) -> list:
@@ -312,27 +375,46 @@ def _add_payload(staging: Path, shared: _Shared) -> None:
             shutil.copyfile(shared.source.tokenizer_dir / name, tok / name)
 
 
-def _manifest(shared: _Shared, profile: TargetProfile, precision: str, spec: QuantSpec | None,
-              artefact: Artefact) -> dict[str, Any]:
+def _manifest(shared: _Shared, profile: TargetProfile, exporter: Backend, precision: str, spec: QuantSpec | None,
+              artefact: Artefact, memory: mf.MemoryPlan | None) -> mf.Manifest:
+    """The bundle's manifest, built once from typed parts; results (fidelity, golden, evaluation) are added with
+    dataclasses.replace before it is sealed."""
     src = shared.source
-    return {
+    tokenizer = dict(shared.tokenizer_settings, **artefact.tokenizer)
+    if not tokenizer.get("static_length"):
+        tokenizer["max_length"] = min(tokenizer["max_length"], profile.shapes.max_seq)
+    data = {
+        "format_version": mf.FORMAT_VERSION,
         "edgesdk_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {"name": src.name, "source": src.source, "task": src.task, "pooling": src.pooling,
                   "normalize": src.normalize, "labels": src.labels, "training": _training_summary(src)},
         "target": {"name": profile.name, "profile_sha256": profile.content_sha256, "backend": profile.backend,
-                   "description": profile.description, **artefact.target_fields},
+                   "description": profile.description, "settings": artefact.settings},
         "precision": precision,
         "quantization": {"spec": spec.to_dict() if spec else None, "decisions": artefact.decisions,
-                         "kept_in_float": [], "qat": (src.training or {}).get("qat") if spec else None},
+                         "qat": (src.training or {}).get("qat") if spec else None},
         "artefact": {"format": artefact.format, "entry": artefact.entry, "files": artefact.files},
         "inputs": artefact.inputs,
         "outputs": artefact.outputs,
-        "tokenizer": dict(shared.tokenizer_settings, **artefact.tokenizer),
-        "versions": _versions(),
+        "tokenizer": tokenizer,
+        "versions": _versions(exporter),
         "runtime_requirements": ["numpy", "tokenizers", *artefact.runtime_requirements],
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
     }
+    manifest = decode(mf.Manifest, _plain(data), EdgeSDKError, context=f"the {profile.name} {precision} manifest: ")
+    return replace(manifest, memory_plan=memory)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists and numpy scalars to Python ones: the JSON the manifest decoder checks."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _training_summary(source: SourceModel) -> dict[str, Any] | None:
@@ -342,15 +424,11 @@ def _training_summary(source: SourceModel) -> dict[str, Any] | None:
     return {k: source.training.get(k) for k in ("kind", "base", "labels", "data", "training")}
 
 
-def _measure(staging: Path, manifest: dict[str, Any], shared: _Shared) -> Fidelity:
+def _measure(runner: Runner, shared: _Shared) -> Fidelity:
     """Run the staged artefact through the on-device runner (its real runtime) and compare with FP32."""
-    runner = Runner(Bundle(staging, manifest), threads=None)
-    try:
-        out = runner.outputs[0]["name"]
-        feeds, reference = _heldout_for(runner, shared)
-        got = np.concatenate([_pool(shared.source, f, runner.run(f)[out]) for f in feeds])
-    finally:
-        runner.close()
+    out = runner.outputs[0].name
+    feeds, reference = _heldout_for(runner, shared)
+    got = np.concatenate([_pool(shared.source, f, runner.run(f)[out]) for f in feeds])
     return fidelity(got, reference, f"{shared.source.name} FP32 PyTorch" if shared.source.torch_module
                     else "FP32 ONNX Runtime", classification=shared.source.task == "classification")
 
@@ -358,33 +436,33 @@ def _measure(staging: Path, manifest: dict[str, Any], shared: _Shared) -> Fideli
 def _heldout_for(runner: Runner, shared: _Shared) -> tuple[list[dict[str, np.ndarray]], np.ndarray]:
     """Held-out feeds as this bundle tokenizes them, with the FP32 reference for exactly those feeds.
 
-    Dynamic-shape bundles share the feeds made once; a static-shape bundle (e.g. seq 128 for NNAPI) pads and
-    truncates differently, so its feeds and reference are made once per static length.
+    Bundles that tokenize like the source share the feeds made once; a static-shape bundle (e.g. seq 128 for
+    NNAPI) or one with a shorter max length pads and truncates differently, so its feeds and reference are made
+    once per tokenization.
     """
-    length = runner.manifest["tokenizer"].get("static_length")
-    if not length:
+    tok = runner.manifest.tokenizer
+    key = (tok.static_length, tok.max_length)
+    if key == (None, shared.tokenizer_settings["max_length"]):
         return shared.heldout_feeds, shared.reference
-    if length not in shared.static_references:
+    if key not in shared.references:
         texts = shared.heldout_texts
         feeds = [runner.tokenize(texts[i:i + 16]) for i in range(0, len(texts), 16)]
         reference = np.concatenate([_pool(shared.source, f, shared.source.reference(f)) for f in feeds])
-        shared.static_references[length] = (feeds, reference)
-    return shared.static_references[length]
+        shared.references[key] = (feeds, reference)
+    return shared.references[key]
 
 
-def _write_golden(staging: Path, manifest: dict[str, Any], shared: _Shared) -> None:
-    golden = staging / "golden"
+def _write_golden(staged: _Staged, shared: _Shared) -> mf.GoldenInfo:
+    golden = staged.path / "golden"
     golden.mkdir(exist_ok=True)
-    runner = Runner(Bundle(staging, manifest), threads=None)
-    try:
-        feeds = runner.tokenize(list(GOLDEN_TEXTS))
-        artefact = _pool(shared.source, feeds, runner.run(feeds)[runner.outputs[0]["name"]])
-    finally:
-        runner.close()
+    runner = staged.runner
+    feeds = runner.tokenize(list(GOLDEN_TEXTS))
+    artefact = _pool(shared.source, feeds, runner.run(feeds)[runner.outputs[0].name])
     reference = _pool(shared.source, feeds, shared.source.reference(feeds))
     np.savez(golden / "inputs.npz", **feeds)
     np.savez(golden / "expected.npz", artefact=artefact, reference=reference)
     (golden / "texts.txt").write_text("\n".join(GOLDEN_TEXTS) + "\n", encoding="utf-8")
+    return mf.GoldenInfo(inputs="golden/inputs.npz", expected="golden/expected.npz", texts="golden/texts.txt")
 
 
 def _write_report(staging: Path, shared: _Shared, outcome: FallbackResult, seconds: float) -> None:
@@ -399,9 +477,9 @@ def _write_report(staging: Path, shared: _Shared, outcome: FallbackResult, secon
     (staging / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
 
 
-def _versions() -> dict[str, str]:
+def _versions(exporter: Backend) -> dict[str, str]:
     found = {}
-    for tool in TOOLS:
+    for tool in dict.fromkeys((*TOOLS, *exporter.tools)):
         try:
             found[tool] = metadata.version(tool)
         except metadata.PackageNotFoundError:

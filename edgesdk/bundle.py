@@ -11,9 +11,8 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any
 
-from .runtime.manifest import FORMAT_VERSION, MANIFEST, manifest_digest, read_bundle, sha256_file
+from .runtime.manifest import MANIFEST, FileEntry, Manifest, read_bundle, sha256_file
 
 
 def staging_dir(final: Path) -> Path:
@@ -23,18 +22,17 @@ def staging_dir(final: Path) -> Path:
     return path
 
 
-def file_table(root: Path) -> dict[str, dict[str, Any]]:
-    return {p.relative_to(root).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
+def file_table(root: Path) -> dict[str, FileEntry]:
+    return {p.relative_to(root).as_posix(): FileEntry(bytes=p.stat().st_size, sha256=sha256_file(p))
+            for p in sorted(root.rglob("*")) if p.is_file() and p.relative_to(root).as_posix() != MANIFEST}
 
 
-def finalize(staging: Path, final: Path, manifest: dict[str, Any]) -> Path:
-    """Hash the staged files into the manifest, write it, and move the bundle into place atomically."""
-    manifest = dict(manifest, format_version=FORMAT_VERSION, files=file_table(staging))
-    manifest["manifest_sha256"] = manifest_digest(manifest)
+def finalize(staging: Path, final: Path, manifest: Manifest) -> Path:
+    """Hash the staged files into the manifest, seal it, write it, and move the bundle into place atomically."""
+    sealed = manifest.sealed(file_table(staging))
     tmp = staging / (MANIFEST + ".tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(manifest, handle, indent=2, sort_keys=True)
+        json.dump(sealed.to_json(), handle, indent=2, sort_keys=True)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, staging / MANIFEST)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import EdgeSDKError
+from .quant.spec import CALIBRATION_METHODS, QUANT_MODES
 
 EPILOG = """examples:
   edgesdk targets
@@ -28,26 +29,36 @@ EPILOG = """examples:
 """
 
 
+# The converters' own chatter that drowns the export's log: third-party warnings only, by module, never the user's.
+NOISY_MODULES = ("torch", "torchao", "transformers", "nncf", "onnxscript", "onnx", "litert_torch", "ai_edge",
+                 "tensorflow", "openvino", "onnxruntime", "jax", "google")
+
+
 def _quiet_third_party() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    warnings.filterwarnings("ignore")
+    for module in NOISY_MODULES:
+        warnings.filterwarnings("ignore", module=rf"{module}(\.|$)")
     for name in ("torch", "torch.utils._pytree", "torch.onnx", "nncf", "transformers", "torchao"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def cmd_targets(args) -> int:
+    from .backends import backends
     from .profiles import list_targets
-    from .backends import IMPLEMENTED
+    from .runtime.registry import runtime_backends
 
     profiles = list_targets()
+    exporters, runners = backends(), runtime_backends()
     if args.json:
-        print(json.dumps([dict(p.summary, exports=p.backend in IMPLEMENTED) for p in profiles], indent=2))
+        print(json.dumps([dict(p.summary, exports=p.backend in exporters, runs_here=p.backend in runners,
+                               extra=exporters[p.backend].extra) for p in profiles], indent=2))
         return 0
-    print(f"{'target':14} {'backend':12} {'device':8} {'precisions':18} {'exports':8} description")
+    print(f"{'target':14} {'backend':12} {'device':8} {'precisions':18} {'extra':12} description")
     for p in profiles:
-        ready = "yes" if p.backend in IMPLEMENTED else "planned"
-        print(f"{p.name:14} {p.backend:12} {p.device.device:8} {','.join(p.precisions):18} {ready:8} {p.description}")
+        extra = exporters[p.backend].extra
+        print(f"{p.name:14} {p.backend:12} {p.device.device:8} {','.join(p.precisions):18} {extra:12} "
+              f"{p.description}")
     return 0
 
 
@@ -125,73 +136,75 @@ def _summary_table(rows) -> str:
 
 def cmd_inspect(args) -> int:
     from .runtime.manifest import read_bundle
+    from .runtime.registry import runtime_backend
 
     bundle = read_bundle(args.bundle)
     m = bundle.manifest
     if args.json:
-        print(json.dumps(m, indent=2))
+        print(json.dumps(m.to_json(), indent=2))
         return 0
-    fid = m["fidelity"]
-    print(f"bundle      {bundle.path}  (format {m['format_version']}, edgesdk {m['edgesdk_version']}, {m['created']})")
-    print(f"model       {m['model']['name']}  task={m['model']['task']} pooling={m['model']['pooling']} "
-          f"normalize={m['model']['normalize']}")
-    print(f"target      {m['target']['name']}  backend={m['target']['backend']}  precision={m['precision']}")
-    print(f"artefact    {m['artefact']['format']}: {', '.join(m['artefact']['files'])}  "
-          f"({sum(m['files'][f]['bytes'] for f in m['artefact']['files']) / 1e6:.1f} MB)")
-    for kind in ("inputs", "outputs"):
-        for spec in m[kind]:
-            print(f"{kind[:-1]:11} {spec['name']:20} {spec['dtype']:8} {spec['shape']}")
-    if fid.get("top1_agreement") is not None:  # classifiers: class probabilities, budget on top-1 agreement
-        print(f"fidelity    top-1 agreement {fid['top1_agreement']} cosine mean {fid['cosine_mean']} max|err| "
-              f"{fid['max_abs_error']} on {fid['n']} texts vs {fid['reference']} (budget agreement "
-              f"{fid['budget'].get('top1_agreement_min')} mean {fid['budget']['cosine_mean']})")
-    else:
-        print(f"fidelity    cosine mean {fid['cosine_mean']} min {fid['cosine_min']} max|err| {fid['max_abs_error']} "
-              f"on {fid['n']} texts vs {fid['reference']} (budget mean {fid['budget']['cosine_mean']} "
-              f"min {fid['budget']['cosine_min']})")
-    if m.get("evaluation"):
-        e = m["evaluation"]
-        print(f"evaluation  {e['metric']} {e['value']} % on {e['rows']} rows of {e['data']}")
-    training = (m["model"].get("training") or {})
-    if training:
-        t = training.get("training") or {}
-        print(f"training    {training.get('kind')}: {t.get('steps')} steps on {t.get('rows')} of "
-              f"{(training.get('data') or {}).get('rows')} rows, {t.get('epochs')} epochs, final loss "
-              f"{t.get('final_loss')}")
-    q = m["quantization"]
-    if q["spec"]:
-        s = q["spec"]
-        print(f"quant spec  mode={s['mode']} weights={s['weight_dtype']}/{s['weight_granularity']}/"
-              f"{'sym' if s['weight_symmetric'] else 'asym'} activations={s['activation_dtype']}/"
-              f"{'sym' if s['activation_symmetric'] else 'asym'} calibration={s['calibration_method']} x {s['samples']} samples")
-        if q.get("qat"):
-            print(f"qat         {q['qat']['tool']} ({q['qat']['preset']} preset, scheme from "
-                  f"{', '.join(q['qat']['spec_from_targets'])}): {q['qat']['weights']}")
-        print(f"decisions   {json.dumps(q['decisions'])}")
-        kept = [k['node'] for k in q['kept_in_float']]
-        print(f"kept float  {', '.join(kept) if kept else 'nothing'}")
-    if "tensorrt" in m["target"]:
-        t = m["target"]["tensorrt"]
-        print(f"tensorrt    {t['version']} flags {' '.join(t['precision_flags']) or '(fp32)'} workspace "
-              f"{t['workspace_mb']} MB dla_core {t['dla_core']} shapes min {t['shapes']['min']} "
-              f"opt {t['shapes']['opt']} max {t['shapes']['max']}")
-        findings = m["target"].get("tensorrt_compatibility", [])
-        print("trt check   " + ("OK: nothing TensorRT 10 would refuse" if not findings else
-                                "; ".join(f"{f['kind']} {f['where']}: {f['detail']}" for f in findings)))
-    op_check = m["target"].get("op_check")
-    if op_check:
-        print(f"op check    {op_check['verdict']}")
-        for line in op_check.get("details", []):
-            print(f"            {line}")
-    memory = m["target"].get("memory_plan")
-    if memory:
-        print(f"memory      at max shape {memory['shape']} vs budget {memory['budget_mb']} MB"
-              f"{' (shared with the CPU)' if memory['shared_with_cpu'] else ''}:")
-        for precision, row in memory["per_precision"].items():
-            print(f"            {precision}: weights {row['weights_mb']} MB + activations {row['activations_mb']} MB"
-                  f" + workspace {row['workspace_mb']} MB = {row['total_mb']} MB, fits: {row['fits']}")
-    print(f"needs       {', '.join(m['runtime_requirements'])}")
+    rows = [("bundle", f"{bundle.path}  (format {m.format_version}, edgesdk {m.edgesdk_version}, {m.created})"),
+            ("model", f"{m.model.name}  task={m.model.task} pooling={m.model.pooling} normalize={m.model.normalize}"),
+            ("target", f"{m.target.name}  backend={m.target.backend}  precision={m.precision}"),
+            ("artefact", f"{m.artefact.format}: {', '.join(m.artefact.files)}  "
+                         f"({sum(m.files[f].bytes for f in m.artefact.files) / 1e6:.1f} MB)")]
+    rows += [(kind, f"{spec.name:20} {spec.dtype:8} {list(spec.shape)}")
+             for kind, specs in (("input", m.inputs), ("output", m.outputs)) for spec in specs]
+    rows += _fidelity_rows(m)
+    rows += _quantization_rows(m)
+    rows += runtime_backend(m.target.backend).describe(bundle)
+    if m.memory_plan:
+        p = m.memory_plan
+        rows.append(("memory", f"at {list(p.shape)} vs budget {p.budget_mb} MB"
+                               f"{' (shared with the CPU)' if p.shared_with_cpu else ''}:"))
+        rows += [("", f"{prec}: weights {r.weights_mb} MB + activations {r.activations_mb} MB + workspace "
+                      f"{r.workspace_mb} MB = {r.total_mb} MB, fits: {r.fits}") for prec, r in p.per_precision.items()]
+    rows.append(("needs", ", ".join(m.runtime_requirements)))
+    for label, text in rows:
+        print(f"{label:11} {text}")
     return 0
+
+
+def _fidelity_rows(m) -> list[tuple[str, str]]:
+    rows = []
+    fid = m.fidelity
+    if fid is not None and fid.top1_agreement is not None:  # classifiers: budget on top-1 agreement
+        rows.append(("fidelity", f"top-1 agreement {fid.top1_agreement} cosine mean {fid.cosine_mean} max|err| "
+                                 f"{fid.max_abs_error} on {fid.n} texts vs {fid.reference} (budget agreement "
+                                 f"{fid.budget.top1_agreement_min} mean {fid.budget.cosine_mean})"))
+    elif fid is not None:
+        rows.append(("fidelity", f"cosine mean {fid.cosine_mean} min {fid.cosine_min} max|err| {fid.max_abs_error} "
+                                 f"on {fid.n} texts vs {fid.reference} (budget mean {fid.budget.cosine_mean} "
+                                 f"min {fid.budget.cosine_min})"))
+    if m.evaluation:
+        e = m.evaluation
+        rows.append(("evaluation", f"{e.metric} {e.value} % on {e.rows} rows of {e.data}"))
+    training = m.model.training if isinstance(m.model.training, dict) else {}
+    if training:
+        t = training.get("training") if isinstance(training.get("training"), dict) else {}
+        data = training.get("data") if isinstance(training.get("data"), dict) else {}
+        rows.append(("training", f"{training.get('kind')}: {t.get('steps')} steps on {t.get('rows')} of "
+                                 f"{data.get('rows')} rows, {t.get('epochs')} epochs, final loss {t.get('final_loss')}"))
+    return rows
+
+
+def _quantization_rows(m) -> list[tuple[str, str]]:
+    q = m.quantization
+    s = q.spec if isinstance(q.spec, dict) else None
+    if not s:
+        return []
+    sym = {True: "sym", False: "asym"}
+    rows = [("quant spec", f"mode={s.get('mode')} weights={s.get('weight_dtype')}/{s.get('weight_granularity')}/"
+                           f"{sym.get(s.get('weight_symmetric'))} activations={s.get('activation_dtype')}/"
+                           f"{sym.get(s.get('activation_symmetric'))} calibration={s.get('calibration_method')} x "
+                           f"{s.get('samples')} samples")]
+    if isinstance(q.qat, dict):
+        rows.append(("qat", f"{q.qat.get('tool')} ({q.qat.get('preset')} preset, scheme from "
+                            f"{', '.join(map(str, q.qat.get('spec_from_targets') or []))}): {q.qat.get('weights')}"))
+    rows.append(("decisions", json.dumps(q.decisions)))
+    kept = [k.node for k in q.kept_in_float]
+    rows.append(("kept float", ", ".join(kept) if kept else "nothing"))
+    return rows
 
 
 def cmd_verify(args) -> int:
@@ -247,8 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", help="comma-separated fp32,fp16,int8 (default: the profile's default_precisions)")
     p.add_argument("--calibration", help="calibration texts: one per line, or a TSV with a sentence/text column")
     p.add_argument("--calibration-samples", type=int, help="number of calibration texts (default: the profile's)")
-    p.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy", "mse"])
-    p.add_argument("--quant-mode", choices=["static", "dynamic", "weight-only"])
+    p.add_argument("--calibration-method", choices=CALIBRATION_METHODS,
+                   help="how activation ranges are calibrated (default: the profile's; each backend says which it "
+                        "supports)")
+    p.add_argument("--quant-mode", choices=QUANT_MODES, help="int8 mode (default: the profile's)")
     p.add_argument("--activations", choices=["symmetric", "asymmetric"], help="override the profile's activation scheme")
     p.add_argument("--float-ops", help="comma-separated op types (Softmax) or node-name regexes kept in float")
     p.add_argument("--no-smooth-quant", action="store_true",

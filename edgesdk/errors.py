@@ -60,3 +60,7 @@ def require(module: str, extra: str):
         raise MissingDependencyError(
             f"'{module}' is not installed ({exc}). Install it with: pip install 'edgesdk[{extra}]'"
         ) from exc
+
+
+class InferenceError(EdgeSDKError):
+    """The runtime failed on an input that passed validation; the message names the feeds."""

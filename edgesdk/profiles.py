@@ -10,76 +10,94 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import ProfileError
+from .errors import EdgeSDKError, ProfileError
+from .quant.spec import CALIBRATION_METHODS, QUANT_MODES
+from .runtime.schema import JSON, check, decode
 
-BACKENDS = ("openvino", "onnxruntime", "tflite", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
-QUANT_MODES = ("dynamic", "static", "weight-only")
-CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mse")
 ACT_DTYPES = ("int8", "int16")
 GRANULARITIES = ("per_channel", "per_tensor")
 SHAPE_POLICIES = ("dynamic", "static", "profiles")
+NAME = r"[a-z0-9][a-z0-9._-]*"
 BUNDLED = "bundled:"  # prefix of a bundled profile's source
+MAX_PROFILE_BYTES = 1 << 20
+MAX_DIM = 1 << 20
 
 
 @dataclass(frozen=True)
 class QuantDefaults:
     """The quantization scheme the hardware requires; QuantSpec starts from this."""
 
-    mode: str = "static"
-    weight_dtype: str = "int8"
-    weight_granularity: str = "per_channel"
+    mode: str = field(default="static", metadata=check(choices=QUANT_MODES))
+    weight_dtype: str = field(default="int8", metadata=check(choices=("int8",)))
+    weight_granularity: str = field(default="per_channel", metadata=check(choices=GRANULARITIES))
     weight_symmetric: bool = True
-    activation_dtype: str = "int8"
+    activation_dtype: str = field(default="int8", metadata=check(choices=ACT_DTYPES))
     activation_symmetric: bool = False
     activation_symmetric_required: bool = False  # TensorRT: zero-point must be 0
     int16_activations_allowed: bool = False
     full_integer: bool = False  # NPU / NNAPI: no float op on the main path
-    calibration_method: str = "minmax"
-    samples: int = 300
-    float_ops: tuple[str, ...] = ()  # op types ("Softmax") or node-name regexes kept in float
+    calibration_method: str = field(default="minmax", metadata=check(choices=CALIBRATION_METHODS))
+    samples: int = field(default=300, metadata=check(min=1, max=100_000))
+    float_ops: tuple[str, ...] = field(default=(), metadata=check(pattern=r".+"))  # op types or name regexes
     smooth_quant: bool = True  # SmoothQuant migrates activation outliers into the weights (transformers)
 
 
 @dataclass(frozen=True)
 class ShapePolicy:
-    policy: str = "dynamic"
-    max_seq: int = 256
-    seq: int = 128  # the static sequence length (static policy) or the opt profile
-    batch: int = 1
-    min_shape: tuple[int, int] = (1, 1)
-    opt_shape: tuple[int, int] = (1, 128)
-    max_shape: tuple[int, int] = (8, 256)
+    policy: str = field(default="dynamic", metadata=check(choices=SHAPE_POLICIES))
+    max_seq: int = field(default=256, metadata=check(min=1, max=MAX_DIM))  # longest sequence the device runs
+    seq: int = field(default=128, metadata=check(min=1, max=MAX_DIM))  # the static length, or the opt profile
+    min_shape: tuple[int, int] = field(default=(1, 1), metadata=check(min=1, max=MAX_DIM))
+    opt_shape: tuple[int, int] = field(default=(1, 128), metadata=check(min=1, max=MAX_DIM))
+    max_shape: tuple[int, int] = field(default=(8, 256), metadata=check(min=1, max=MAX_DIM))
 
+    def __post_init__(self):
+        if not all(a <= b <= c for a, b, c in zip(self.min_shape, self.opt_shape, self.max_shape)):
+            raise ValueError(f"needs min_shape <= opt_shape <= max_shape per axis, got {list(self.min_shape)}, "
+                             f"{list(self.opt_shape)}, {list(self.max_shape)}")
 
-@dataclass(frozen=True)
-class DeviceHints:
-    device: str = "CPU"  # OpenVINO device name, or a free label for other backends
-    delegates: tuple[str, ...] = ()  # TFLite delegate preference, best first
-    dla_core: int = -1  # TensorRT DLA core, -1 = GPU only
-    gpu_fallback: bool = True
-    workspace_mb: int = 0
-    tensorrt_version: str = ""
-    opset: int = 17
+    def planning_shape(self) -> tuple[int, int]:
+        """The (batch, seq) the memory plan sizes: the largest this device is asked to run."""
+        if self.policy == "profiles":
+            return self.max_shape
+        return (1, self.seq) if self.policy == "static" else (1, self.max_seq)
 
 
 @dataclass(frozen=True)
 class MemoryBudget:
-    budget_mb: int = 0  # 0 = unknown
+    budget_mb: int = field(default=0, metadata=check(min=0, max=1 << 24))  # 0 = unknown
     shared_with_cpu: bool = False
     note: str = ""
 
 
 @dataclass(frozen=True)
 class FidelityBudget:
-    cosine_mean: float = 0.995
-    cosine_min: float = 0.98  # embeddings only: for classifiers a label flip at the decision boundary swings it
-    top1_agreement_min: float = 0.97  # classifiers: share of held-out texts labelled as FP32 labels them
+    cosine_mean: float = field(default=0.995, metadata=check(min=0.0, max=1.0))
+    cosine_min: float = field(default=0.98, metadata=check(min=0.0, max=1.0))  # embeddings only
+    top1_agreement_min: float = field(default=0.97, metadata=check(min=0.0, max=1.0))  # classifiers
+
+
+@dataclass(frozen=True)
+class _ProfileFile:
+    """The TOML as written; [device] is checked afterwards against the backend's own hints type."""
+
+    name: str = field(metadata=check(pattern=NAME))
+    backend: str = field(metadata=check(pattern=NAME))
+    description: str = ""
+    precisions: tuple[str, ...] = field(default=("int8", "fp32"), metadata=check(choices=PRECISIONS, nonempty=True))
+    default_precisions: tuple[str, ...] = field(default=("fp32", "int8"),
+                                                metadata=check(choices=PRECISIONS, nonempty=True))
+    quant: QuantDefaults = field(default_factory=QuantDefaults)
+    shapes: ShapePolicy = field(default_factory=ShapePolicy)
+    device: dict[str, JSON] = field(default_factory=dict)
+    memory: MemoryBudget = field(default_factory=MemoryBudget)
+    fidelity: FidelityBudget = field(default_factory=FidelityBudget)
 
 
 @dataclass(frozen=True)
@@ -91,7 +109,7 @@ class TargetProfile:
     default_precisions: tuple[str, ...] = ("fp32", "int8")  # what `export` builds without --precision
     quant: QuantDefaults = field(default_factory=QuantDefaults)
     shapes: ShapePolicy = field(default_factory=ShapePolicy)
-    device: DeviceHints = field(default_factory=DeviceHints)
+    device: Any = None  # the backend's own [device] dataclass (backends/<x>.py)
     memory: MemoryBudget = field(default_factory=MemoryBudget)
     fidelity: FidelityBudget = field(default_factory=FidelityBudget)
     source: str = ""
@@ -111,19 +129,6 @@ class TargetProfile:
             "precisions": list(self.precisions),
             "description": self.description,
         }
-
-
-_SECTIONS = {"quant": QuantDefaults, "shapes": ShapePolicy, "device": DeviceHints,
-             "memory": MemoryBudget, "fidelity": FidelityBudget}
-_CHOICES = {
-    ("", "backend"): BACKENDS,
-    ("quant", "mode"): QUANT_MODES,
-    ("quant", "calibration_method"): CALIBRATION_METHODS,
-    ("quant", "activation_dtype"): ACT_DTYPES,
-    ("quant", "weight_dtype"): ("int8",),
-    ("quant", "weight_granularity"): GRANULARITIES,
-    ("shapes", "policy"): SHAPE_POLICIES,
-}
 
 
 def _targets_dir():
@@ -146,91 +151,65 @@ def list_targets() -> list[TargetProfile]:
 
 def load_profile(target: str | Path) -> TargetProfile:
     """A bundled profile by name ('intel') or a user's TOML file ('./board.toml')."""
-    text, source = _read_profile_text(str(target))
+    if isinstance(target, TargetProfile):
+        return target
+    raw, source = _read_profile_bytes(str(target))
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"profile {source} is not UTF-8 text (byte {exc.start}); save it as UTF-8.") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"profile {source} is not valid TOML: {exc}") from exc
-    return _build(data, source, hashlib.sha256(text.encode()).hexdigest())
+    except RecursionError:
+        raise ProfileError(f"profile {source} is nested too deeply to be a target profile.") from None
+    return _build(data, source, hashlib.sha256(raw).hexdigest())
 
 
-def _read_profile_text(target: str) -> tuple[str, str]:
+def _read_profile_bytes(target: str) -> tuple[bytes, str]:
     if target.endswith(".toml") or "/" in target or "\\" in target:
         path = Path(target)
         if not path.is_file():
             raise ProfileError(f"profile file '{target}' does not exist. Pass a bundled target name "
                                f"({', '.join(bundled_profiles())}) or the path of a .toml profile.")
-        return path.read_text(encoding="utf-8"), str(path)
+        if path.stat().st_size > MAX_PROFILE_BYTES:
+            raise ProfileError(f"profile file '{target}' is {path.stat().st_size} bytes; a profile is at most "
+                               f"{MAX_PROFILE_BYTES} bytes.")
+        return path.read_bytes(), str(path)
     names = bundled_profiles()
     if target not in names:
         raise ProfileError(f"unknown target '{target}'. Bundled targets: {', '.join(names)}; "
                            "or pass a profile file such as ./my-board.toml (see `edgesdk targets`).")
-    return (_targets_dir() / f"{target}.toml").read_text(encoding="utf-8"), f"{BUNDLED}{target}.toml"
+    return (_targets_dir() / f"{target}.toml").read_bytes(), f"{BUNDLED}{target}.toml"
 
 
 def _build(data: dict[str, Any], source: str, digest: str) -> TargetProfile:
-    top = {f.name for f in fields(TargetProfile)} - {"source", "content_sha256"}
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in top:
-            raise ProfileError(f"{source}: unknown key '{key}'. Allowed top-level keys: {', '.join(sorted(top))}.")
-        if key in _SECTIONS:
-            if not isinstance(value, dict):
-                raise ProfileError(f"{source}: '{key}' must be a table ([{key}]), got {value!r}.")
-            kwargs[key] = _build_section(key, _SECTIONS[key], value, source)
-        else:
-            kwargs[key] = _coerce(source, "", key, value, TargetProfile)
-    for required in ("name", "backend"):
-        if required not in kwargs:
-            raise ProfileError(f"{source}: missing required key '{required}'.")
-    profile = TargetProfile(**kwargs, source=source, content_sha256=digest)
-    _check_consistency(profile)
+    from .backends import backend as export_backend
+
+    raw = decode(_ProfileFile, data, ProfileError, context=f"{source}: ")
+    try:
+        backend = export_backend(raw.backend)
+    except EdgeSDKError as exc:
+        raise ProfileError(f"{source}: 'backend' = {raw.backend!r}: {exc}") from None
+    device = decode(backend.device, raw.device, ProfileError, "device", f"{source}: ")
+    values = {f: getattr(raw, f) for f in ("name", "backend", "description", "precisions", "default_precisions",
+                                           "quant", "shapes", "memory", "fidelity")}
+    profile = TargetProfile(**values, device=device, source=source, content_sha256=digest)
+    _check_consistency(profile, backend)
     return profile
 
 
-def _build_section(section: str, cls: type, values: dict[str, Any], source: str):
-    allowed = {f.name for f in fields(cls)}
-    kwargs = {}
-    for key, value in values.items():
-        if key not in allowed:
-            raise ProfileError(f"{source}: unknown key '{section}.{key}'. Allowed: {', '.join(sorted(allowed))}.")
-        kwargs[key] = _coerce(source, section, key, value, cls)
-    return cls(**kwargs)
-
-
-def _coerce(source: str, section: str, key: str, value: Any, cls: type) -> Any:
-    where = f"{section}.{key}" if section else key
-    default = next(f for f in fields(cls) if f.name == key)
-    expected = default.type
-    if isinstance(value, list):
-        if "tuple" not in str(expected):
-            raise ProfileError(f"{source}: '{where}' must not be a list, got {value!r}.")
-        value = tuple(value)
-    elif "tuple" in str(expected):
-        raise ProfileError(f"{source}: '{where}' must be a list, got {value!r}.")
-    elif expected in ("bool",) and not isinstance(value, bool):
-        raise ProfileError(f"{source}: '{where}' must be true or false, got {value!r}.")
-    elif expected == "int" and (not isinstance(value, int) or isinstance(value, bool)):
-        raise ProfileError(f"{source}: '{where}' must be an integer, got {value!r}.")
-    elif expected == "float" and not isinstance(value, (int, float)):
-        raise ProfileError(f"{source}: '{where}' must be a number, got {value!r}.")
-    elif expected == "str" and not isinstance(value, str):
-        raise ProfileError(f"{source}: '{where}' must be a string, got {value!r}.")
-    choices = _CHOICES.get((section, key))
-    if choices and value not in choices:
-        raise ProfileError(f"{source}: '{where}' = {value!r} is not supported. Allowed: {', '.join(choices)}.")
-    if key in ("precisions", "default_precisions"):
-        bad = [p for p in value if p not in PRECISIONS]
-        if bad:
-            raise ProfileError(f"{source}: '{where}' has {bad}; allowed precisions: {', '.join(PRECISIONS)}.")
-    return value
-
-
-def _check_consistency(p: TargetProfile) -> None:
+def _check_consistency(p: TargetProfile, backend) -> None:
     extra = [x for x in p.default_precisions if x not in p.precisions]
     if extra:
         raise ProfileError(f"{p.source}: default_precisions {extra} are not in precisions {list(p.precisions)}.")
+    unbuilt = [x for x in p.precisions if x not in backend.precisions]
+    if unbuilt:
+        raise ProfileError(f"{p.source}: precisions {unbuilt} are not built by the {p.backend} backend; it builds "
+                           f"{', '.join(backend.precisions)}.")
+    if p.shapes.policy not in backend.shape_policies:
+        raise ProfileError(f"{p.source}: 'shapes.policy' = {p.shapes.policy!r} is not what the {p.backend} backend "
+                           f"builds; use {' or '.join(map(repr, backend.shape_policies))}.")
     if p.quant.activation_symmetric_required and not p.quant.activation_symmetric:
         raise ProfileError(f"{p.source}: quant.activation_symmetric_required needs quant.activation_symmetric = true.")
-    if not all(0 < v <= 1 for v in (p.fidelity.cosine_min, p.fidelity.cosine_mean, p.fidelity.top1_agreement_min)):
-        raise ProfileError(f"{p.source}: fidelity budgets must be in (0, 1], got {p.fidelity}.")

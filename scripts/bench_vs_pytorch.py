@@ -51,7 +51,7 @@ def main() -> int:
     config = BenchConfig(threads=args.threads, seq=args.seq, warmup=args.warmup, iterations=args.iterations)
     runners = [load(b, threads=args.threads) for b in args.bundles]
     feeds = [feeds_for(r, 1, args.seq) for r in runners]
-    baseline = torch_eager(runners[0].manifest["model"]["source"], feeds[0], args.threads)
+    baseline = torch_eager(runners[0].manifest.model.source, feeds[0], args.threads)
 
     def timer(runner, feed):
         def once() -> float:

@@ -1,10 +1,12 @@
 import json
+import re
 
 import numpy as np
 import pytest
 
 from edgesdk.errors import BundleError
 from edgesdk.runtime import load, read_bundle
+from edgesdk.runtime.manifest import FORMAT_VERSION, manifest_digest
 from edgesdk.runtime.verify import verify_bundle
 
 
@@ -30,14 +32,88 @@ def test_int8_bundles_are_smaller_and_measured(tiny_export):
 
 
 def test_manifest_contents(tiny_bundle):
-    m = read_bundle(tiny_bundle).manifest
-    assert m["format_version"] == 1
-    assert m["model"]["pooling"] == "mean" and m["model"]["normalize"] is True
-    assert {i["name"] for i in m["inputs"]} == {"input_ids", "attention_mask", "token_type_ids"}
-    assert m["inputs"][0]["shape"] == ["batch", "sequence"]
-    assert "tokenizer/tokenizer.json" in m["files"] and "model.onnx" in m["files"]
-    assert m["versions"]["onnxruntime"]
+    bundle = read_bundle(tiny_bundle)
+    m = bundle.manifest
+    assert m.format_version == FORMAT_VERSION
+    assert m.model.pooling == "mean" and m.model.normalize is True
+    assert {i.name for i in m.inputs} == {"input_ids", "attention_mask", "token_type_ids"}
+    assert m.inputs[0].shape == ("batch", "sequence")
+    assert "tokenizer/tokenizer.json" in m.files and "model.onnx" in m.files
+    assert m.versions["onnxruntime"] and m.versions["nncf"]
+    assert bundle.settings.providers == ("CPUExecutionProvider",)
+    assert m.memory_plan is not None and set(m.memory_plan.per_precision) == {"fp32", "int8"}
     assert not list(tiny_bundle.parent.glob(".*partial*")), "staging folders must not be left behind"
+
+
+def _rehash(folder, edit):
+    """Edit the manifest as a forger would: change it, then recompute its unkeyed self-hash."""
+    path = folder / "manifest.json"
+    data = json.loads(path.read_text())
+    edit(data)
+    data["manifest_sha256"] = manifest_digest(data)
+    path.write_text(json.dumps(data))
+
+
+def test_structural_forgeries_are_refused_even_when_rehashed(bundle_copy, tmp_path):
+    model = bundle_copy / "model.onnx"
+    model.write_bytes(model.read_bytes()[:-8] + b"\0" * 8)
+    _rehash(bundle_copy, lambda d: d.update(files={}))  # drop the file table so nothing is checked
+    with pytest.raises(BundleError, match="does not list it"):
+        load(bundle_copy)
+
+
+@pytest.mark.parametrize("field, value", [
+    (("artefact", "entry"), "../../outside/evil.onnx"),
+    (("tokenizer", "path"), "/etc/hostname"),
+    (("artefact", "files"), ["model.onnx", "../x"]),
+])
+def test_manifest_paths_stay_inside_the_bundle(bundle_copy, field, value):
+    def edit(d):
+        d[field[0]][field[1]] = value
+    _rehash(bundle_copy, edit)
+    with pytest.raises(BundleError, match=f"'{field[0]}.{field[1]}"):
+        load(bundle_copy)
+
+
+def test_file_table_entries_outside_the_bundle_are_refused(bundle_copy):
+    _rehash(bundle_copy, lambda d: d["files"].update({"../../../../etc/passwd": {"bytes": 1, "sha256": "0" * 64}}))
+    with pytest.raises(BundleError, match="not a plain relative path"):
+        load(bundle_copy)
+
+
+def test_unlisted_files_and_symlinks_are_refused(bundle_copy):
+    (bundle_copy / "evil.py").write_text("print('hi')\n")
+    with pytest.raises(BundleError, match="holds 'evil.py'"):
+        load(bundle_copy)
+    (bundle_copy / "evil.py").unlink()
+    (bundle_copy / "tokenizer" / "vocab.link").symlink_to("/etc/hostname")
+    with pytest.raises(BundleError, match="symlink"):
+        load(bundle_copy)
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda d: d["tokenizer"].update(max_length=0), "tokenizer.max_length"),
+    (lambda d: d["tokenizer"].update(max_length=-1), "tokenizer.max_length"),
+    (lambda d: d["inputs"][0].update(dtype="object"), "inputs[0].dtype"),
+    (lambda d: d["model"].update(task=7), "model.task"),
+    (lambda d: d.pop("artefact"), "artefact"),
+    (lambda d: d["target"]["settings"].update(providers="CPUExecutionProvider"), "target.settings.providers"),
+    (lambda d: d.update(surprise=1), "surprise"),
+])
+def test_manifest_fields_are_validated_one_by_one(bundle_copy, edit, field):
+    _rehash(bundle_copy, edit)
+    with pytest.raises(BundleError, match=re.escape(f"'{field}'")):
+        load(bundle_copy)
+
+
+def test_deeply_nested_and_huge_manifests_are_refused(bundle_copy):
+    path = bundle_copy / "manifest.json"
+    path.write_text('{"format_version": 2, "model": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(BundleError, match="nested too deeply|not valid JSON"):
+        load(bundle_copy)
+    path.write_text(" " * (5 << 20))
+    with pytest.raises(BundleError, match="at most"):
+        load(bundle_copy)
 
 
 def test_verify_passes_on_a_fresh_bundle(tiny_bundle):

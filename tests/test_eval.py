@@ -27,10 +27,23 @@ def test_stsb_eval_against_reference(tiny_export, tmp_path, capsys):
     assert main(["eval", int8, "--task", "stsb", "--data", str(_stsb_file(tmp_path / "d.tsv")),
                  "--reference", fp32, "--json", str(out)]) == 0
     metrics = json.loads(out.read_text())
-    assert metrics["pairs"] == 40 and -100 <= metrics["spearman"] <= 100
+    assert metrics["pairs"] == 40
+    # the same Spearman computed here from the bundle's own embeddings (scipy), not read back from the tool
+    from scipy.stats import spearmanr
+
+    from edgesdk.evaluate import read_pairs
+    from edgesdk.runtime import load
+
+    pairs = read_pairs(str(tmp_path / "d.tsv"))
+    with load(int8) as runner:
+        a, b = runner.embed(list(pairs.first)), runner.embed(list(pairs.second))
+    expected = 100 * spearmanr((a * b).sum(1), pairs.scores).statistic
+    assert metrics["spearman"] == pytest.approx(expected, abs=1e-2)
     assert metrics["spearman_drop_points"] == pytest.approx(metrics["spearman_reference"] - metrics["spearman"],
                                                             abs=1e-3)
-    assert 0 <= metrics["recall_at_10"] <= 1 and metrics["cosine_mean"] > 0.9
+    # int8 stays close to its FP32 reference (cosine mean >= 0.98 at export): ranks and neighbours mostly agree
+    assert abs(metrics["spearman_drop_points"]) < 10
+    assert metrics["recall_at_10"] >= 0.6 and metrics["cosine_mean"] > 0.9
 
 
 def test_cosine_task_needs_a_reference(tiny_bundle, tmp_path, capsys):

@@ -42,10 +42,10 @@ def test_impossible_budget_then_a_tight_one(tiny_model_dir, tmp_path):
     assert len(result.kept_in_float) == goal["kept_in_float"]
     assert result.fidelity["cosine_min"] >= goal["cosine_min"] > first
     manifest = read_bundle(Path(result.path)).manifest
-    kept = manifest["quantization"]["kept_in_float"]
-    assert [k["rank"] for k in kept] == list(range(1, len(kept) + 1))
-    assert all("budget" in k["reason"] for k in kept)
-    recorded = manifest["fidelity"]["attempts"]
+    kept = manifest.quantization.kept_in_float
+    assert [k.rank for k in kept] == list(range(1, len(kept) + 1))
+    assert all("budget" in k.reason for k in kept)
+    recorded = manifest.fidelity.attempts
     assert recorded[0]["kept_in_float"] == 0 and recorded[0]["cosine_min"] < goal["cosine_min"]
 
 

@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgesdk.errors import EdgeSDKError, InputError, ModelSourceError, ProfileError
-from edgesdk.plan.liveness import Graph, Op, analyse, offset_plan, reuse_sets
+from edgesdk.memory.liveness import Graph, Op, analyse, offset_plan, reuse_sets
 
 MB = 2**20
 
@@ -65,7 +65,7 @@ def _diamond_model(dim_names=("batch", "sequence")):
 
 
 def test_bound_onnx_diamond_exact_bytes():
-    from edgesdk.plan.onnx_graph import bind
+    from edgesdk.memory.onnx_graph import bind
 
     bound = bind(_diamond_model(), batch=2, seq=3)
     tokens = 2 * 3
@@ -73,7 +73,7 @@ def test_bound_onnx_diamond_exact_bytes():
     assert bound.inputs["ids"].elems == tokens
     # emb + left + right alive while 'right' runs; then left + right + sum during join
     assert analyse(bound.graph()).peak_bytes == 3 * tokens * 8 * 4
-    from edgesdk.plan.estimate import weight_bytes
+    from edgesdk.memory.estimate import weight_bytes
 
     assert weight_bytes(bound.weights, "as-is").to_dict() == {"embeddings": 3200, "matmul": 128, "quant_params": 0,
                                                               "other": 0, "total": 3328}
@@ -83,8 +83,8 @@ def test_bound_onnx_diamond_exact_bytes():
 
 
 def test_scaled_graph_extrapolates_exactly():
-    from edgesdk.plan.estimate import ScaledGraph
-    from edgesdk.plan.onnx_graph import bind
+    from edgesdk.memory.estimate import ScaledGraph
+    from edgesdk.memory.onnx_graph import bind
 
     model = _diamond_model()
     scaled = ScaledGraph.from_probes(bind(model, 1, 8), bind(model, 2, 8), bind(model, 1, 4))
@@ -94,13 +94,13 @@ def test_scaled_graph_extrapolates_exactly():
 
 
 def test_unnamed_dynamic_axes_bind_by_position():
-    from edgesdk.plan.onnx_graph import bind
+    from edgesdk.memory.onnx_graph import bind
 
     assert bind(_diamond_model(("", "")), batch=3, seq=5).tensors["out"].elems == 3 * 5 * 4
 
 
 def test_a_graph_without_shapes_is_a_clear_error():
-    from edgesdk.plan.onnx_graph import bind
+    from edgesdk.memory.onnx_graph import bind
 
     model = _diamond_model()
     model.graph.node.append(helper.make_node("Mystery", ["out"], ["mystery_out"], name="m", domain="vendor.x"))

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from edgesdk.errors import BackendNotAvailableError, ProfileError
@@ -39,7 +41,7 @@ def test_unknown_key_is_named(tmp_path):
 @pytest.mark.parametrize("section,values,needle", [
     ("backend", "coreml", "backend"),
     ("quant", {"calibration_method": "magic"}, "calibration_method"),
-    ("quant", {"samples": "many"}, "integer"),
+    ("quant", {"samples": "many"}, "whole number"),
     ("precisions", ["int3"], "int3"),
 ])
 def test_bad_values_are_named(tmp_path, section, values, needle):
@@ -60,27 +62,47 @@ def test_invalid_toml(tmp_path):
         load_profile(str(path))
 
 
-def test_a_backend_without_a_runner_is_named():
-    from edgesdk.runtime.runner import _backend_module
+def test_an_unknown_backend_is_named_with_the_known_ones(tmp_path):
+    from edgesdk.backends import backend
+    from edgesdk.runtime.registry import runtime_backend
 
     with pytest.raises(BackendNotAvailableError, match="no runner for backend 'coreml'.*onnxruntime"):
-        _backend_module("coreml")
+        runtime_backend("coreml")
+    with pytest.raises(BackendNotAvailableError, match="no export backend 'coreml'.*openvino"):
+        backend("coreml")
+    path = write_profile(tmp_path / "x.toml", "intel", backend="coreml")
+    with pytest.raises(ProfileError, match="'backend' = 'coreml'.*tensorrt"):
+        load_profile(str(path))
 
 
-def test_every_bundled_profile_has_an_exporter_and_a_runner():
-    """Conformance: adding a target = a TOML (+ a backend module and a runner for a new backend)."""
-    import importlib
+@pytest.mark.parametrize("sections, field", [
+    ({"name": ""}, "'name'"), ({"name": "x/../../victim"}, "'name'"), ({"default_precisions": []}, "default_precisions"),
+    ({"precisions": []}, "'precisions'"), ({"shapes": {"max_seq": -155}}, "shapes.max_seq"),
+    ({"shapes": {"seq": 0}}, "shapes.seq"), ({"shapes": {"min_shape": []}}, "shapes.min_shape"),
+    ({"shapes": {"max_shape": ["a", "b"]}}, "shapes.max_shape"), ({"quant": {"float_ops": [429]}}, "quant.float_ops"),
+    ({"device": {"opset": 0}}, "device.opset"), ({"memory": {"budget_mb": -50}}, "memory.budget_mb"),
+    ({"fidelity": {"cosine_min": True}}, "fidelity.cosine_min"), ({"device": {"delegates": ["nnapi"]}}, "device"),
+    ({"shapes": {"policy": "static"}}, "shapes.policy"),
+])
+def test_profile_fields_are_validated_one_by_one(tmp_path, sections, field):
+    path = write_profile(tmp_path / "bad.toml", "intel", **sections)
+    with pytest.raises(ProfileError, match=re.escape(field)):
+        load_profile(str(path))
 
-    from edgesdk.backends import IMPLEMENTED, PLANNED
-    from edgesdk.runtime.runner import RUNTIME_BACKENDS
 
-    for name in bundled_profiles():
-        backend = load_profile(name).backend
-        if backend in PLANNED:
-            continue
-        assert backend in IMPLEMENTED and backend in RUNTIME_BACKENDS, name
-        assert callable(importlib.import_module(f"edgesdk.backends.{IMPLEMENTED[backend]}").convert)
-        assert callable(importlib.import_module(f"edgesdk.runtime.{RUNTIME_BACKENDS[backend]}").open_session)
+def test_device_tables_are_the_backends_own(tmp_path):
+    assert load_profile("android").device.delegates == ("nnapi", "gpu", "xnnpack")
+    assert load_profile("jetson").device.workspace_mb == 1024
+    bad = write_profile(tmp_path / "bad.toml", "android", device={"dla_core": 0})
+    with pytest.raises(ProfileError, match="'device.dla_core' is not a known key; allowed: delegates, device"):
+        load_profile(str(bad))
+
+
+def test_a_profile_that_is_not_utf8_is_refused(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('name = "caf\u00e9"\nbackend = "openvino"\n'.encode("latin-1"))
+    with pytest.raises(ProfileError, match="not UTF-8"):
+        load_profile(str(path))
 
 
 def test_profiles_and_texts_ship_inside_the_wheel(tmp_path):

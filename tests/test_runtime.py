@@ -39,7 +39,7 @@ def test_bad_batch_size(runner):
 
 def test_long_text_is_truncated_to_max_length(runner):
     feeds = runner.tokenize(["word " * 10_000])
-    assert feeds["input_ids"].shape == (1, runner.manifest["tokenizer"]["max_length"])
+    assert feeds["input_ids"].shape == (1, runner.manifest.tokenizer.max_length)
     assert runner.embed(["word " * 10_000]).shape == (1, 64)
 
 
@@ -55,7 +55,37 @@ def test_run_validates_feeds(runner):
     with pytest.raises(InputError, match="dtype"):
         runner.run({k: v.astype(np.float32) for k, v in feeds.items()})
     out = runner.run(feeds)
-    assert out[runner.outputs[0]["name"]].shape[:2] == feeds["input_ids"].shape
+    assert out[runner.outputs[0].name].shape[:2] == feeds["input_ids"].shape
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda f: f.update(input_ids=f["input_ids"] * 0 + 30522), r"token id 30522; ids must be in \[0, 30522\)"),
+    (lambda f: f.update(input_ids=f["input_ids"] * 0 - 1), "token id -1"),
+    (lambda f: f.update(input_ids=f["input_ids"] * 0 + 2**62), "token id"),
+    (lambda f: f.update(attention_mask=f["attention_mask"][:, :-1]), "one shape"),
+    (lambda f: f.update(attention_mask=f["attention_mask"] * 3), "only 0 and 1"),
+    (lambda f: f.update({k: np.zeros((1, 1000), np.int64) for k in f}), "at most 128 tokens"),
+    (lambda f: f.update({k: np.zeros((0, 4), np.int64) for k in f}), "batch size 0"),
+])
+def test_run_refuses_feeds_the_runtime_would_misread(runner, change, message):
+    feeds = runner.tokenize(["hello world"])
+    change(feeds)
+    with pytest.raises(InputError, match=message):
+        runner.run(feeds)
+
+
+def test_batch_size_must_be_a_real_int_and_bad_unicode_is_replaced(runner):
+    with pytest.raises(InputError, match="batch_size"):
+        runner.embed(["a"], batch_size=True)
+    lone = runner.embed(["caf\ud800e"])
+    assert np.allclose(lone, runner.embed(["caf\ufffde"]))
+
+
+def test_length_sorted_batching_returns_input_order(runner):
+    texts = ["short", "a much longer sentence with many more tokens than the others", "mid length text here"]
+    together = runner.embed(texts, batch_size=2)
+    alone = np.concatenate([runner.embed([t]) for t in texts])
+    assert np.allclose(together, alone, atol=1e-5)
 
 
 def test_thread_safety_gives_identical_results(tiny_export):

@@ -10,7 +10,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from edgesdk.api import ExportOptions, export
-from edgesdk.backends.tensorrt import int32_token_inputs, parse_script_shapes, softmax_fed_matmuls
+from edgesdk.backends.tensorrt import int32_integer_inputs, parse_script_shapes, softmax_fed_matmuls
 from edgesdk.backends.tensorrt_check import check_model
 from edgesdk.errors import BackendNotAvailableError
 from edgesdk.runtime import load, read_bundle
@@ -54,30 +54,30 @@ def test_every_qdq_is_symmetric_int8_and_weights_are_per_output_channel(jetson_b
 
 
 def test_inputs_are_int32_and_check_is_clean(jetson_bundles):
-    manifest = read_bundle(jetson_bundles["int8"]).manifest
-    assert {i["dtype"] for i in manifest["inputs"]} == {"int32"}
-    assert manifest["target"]["tensorrt_compatibility"] == []
+    bundle = read_bundle(jetson_bundles["int8"])
+    assert {i.dtype for i in bundle.manifest.inputs} == {"int32"}
+    assert bundle.settings.tensorrt_compatibility == []
     assert check_model(onnx.load(str(jetson_bundles["int8"] / "model.onnx"))) == []
 
 
 def test_manifest_records_memory_at_the_max_profile(jetson_bundles):
-    memory = read_bundle(jetson_bundles["int8"]).manifest["target"]["memory_plan"]
-    assert memory["shape"] == [8, 128] and memory["budget_mb"] == 8192 and memory["shared_with_cpu"]
-    rows = memory["per_precision"]
-    assert rows["int8"]["weights_mb"] < rows["fp16"]["weights_mb"] < rows["fp32"]["weights_mb"]
-    assert all(r["fits"] for r in rows.values()) and rows["fp32"]["activations_mb"] > 0
+    memory = read_bundle(jetson_bundles["int8"]).manifest.memory_plan
+    assert memory.shape == (8, 128) and memory.budget_mb == 8192 and memory.shared_with_cpu
+    rows = memory.per_precision
+    assert rows["int8"].weights_mb < rows["fp16"].weights_mb < rows["fp32"].weights_mb
+    assert all(r.fits for r in rows.values()) and rows["fp32"].activations_mb > 0
 
 
 def test_build_script_and_manifest_shapes_agree(jetson_bundles):
     for bundle in jetson_bundles.values():
-        manifest = read_bundle(bundle).manifest
-        settings = manifest["target"]["tensorrt"]
+        settings = read_bundle(bundle).settings.tensorrt
         script = (bundle / "build_engine.sh").read_text()
-        assert parse_script_shapes(script) == settings["shapes"]
-        assert settings["shapes"]["max"]["input_ids"] == [8, 128]
-        for flag in settings["precision_flags"]:
+        shapes = {k: {n: list(d) for n, d in getattr(settings.shapes, k).items()} for k in ("min", "opt", "max")}
+        assert parse_script_shapes(script) == shapes
+        assert shapes["max"]["input_ids"] == [8, 128]
+        for flag in settings.precision_flags:
             assert flag in script
-    assert read_bundle(jetson_bundles["int8"]).manifest["target"]["tensorrt"]["precision_flags"] == ["--int8", "--fp16"]
+    assert read_bundle(jetson_bundles["int8"]).settings.tensorrt.precision_flags == ("--int8", "--fp16")
 
 
 def test_runner_falls_back_to_cpu_and_embeds(jetson_bundles, caplog):
@@ -128,7 +128,7 @@ def test_check_flags_int64_boundary_and_unprofiled_dims():
 
 def test_int32_inputs_keep_the_graph_valid(tiny_export):
     fp32 = next(b.path for b in tiny_export.bundles if b.backend == "onnxruntime" and b.precision == "fp32")
-    model = int32_token_inputs(onnx.load(str(Path(fp32) / "model.onnx")))
+    model = int32_integer_inputs(onnx.load(str(Path(fp32) / "model.onnx")))
     onnx.checker.check_model(model)
     assert {i.type.tensor_type.elem_type for i in model.graph.input} == {onnx.TensorProto.INT32}
     assert len(softmax_fed_matmuls(model)) == 2  # one P·V MatMul per layer of the 2-layer BERT

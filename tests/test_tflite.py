@@ -47,11 +47,12 @@ def _reference(model_dir, feeds):
 
 
 def test_fp32_bundle_embeds_and_matches_pytorch(android, tiny_model_dir):
-    manifest = read_bundle(android["fp32"]).manifest
-    assert manifest["artefact"]["entry"] == "model.tflite" and manifest["fidelity"]["cosine_min"] >= 0.9999
-    assert {i["dtype"] for i in manifest["inputs"]} == {"int32"}
-    assert manifest["target"]["model_input_shape"] == [1, 128] and manifest["tokenizer"]["static_length"] == 128
-    assert manifest["runtime_requirements"][-1] == "ai-edge-litert==2.3.0"
+    bundle = read_bundle(android["fp32"])
+    manifest = bundle.manifest
+    assert manifest.artefact.entry == "model.tflite" and manifest.fidelity.cosine_min >= 0.9999
+    assert {i.dtype for i in manifest.inputs} == {"int32"}
+    assert bundle.settings.model_input_shape == (1, 128) and manifest.tokenizer.static_length == 128
+    assert manifest.runtime_requirements[-1] == "ai-edge-litert==2.3.0"
     texts = ["A man is playing a guitar.", "The report is due on Friday.", "ok"]
     with load(android["fp32"], threads=1) as runner:
         got = runner.embed(texts)
@@ -63,20 +64,21 @@ def test_fp32_bundle_embeds_and_matches_pytorch(android, tiny_model_dir):
 def test_fp16_and_dynamic_int8_are_smaller(android):
     size = {k: (b / "model.tflite").stat().st_size for k, b in android.items()}
     assert size["fp16"] < 0.6 * size["fp32"] and size["dynamic"] < 0.4 * size["fp32"]
-    dyn = read_bundle(android["dynamic"]).manifest
-    assert dyn["quantization"]["decisions"]["recipe"] == "dynamic_wi8_afp32"
-    assert dyn["target"]["op_check"]["verdict"].startswith("dynamic-range")
-    assert read_bundle(android["fp16"]).manifest["target"]["delegates"][0] == "gpu"
+    dyn = read_bundle(android["dynamic"])
+    assert dyn.manifest.quantization.decisions["recipe"] == "dynamic_wi8_afp32"
+    assert dyn.settings.op_check["verdict"].startswith("dynamic-range")
+    assert read_bundle(android["fp16"]).settings.delegates[0] == "gpu"
 
 
 def test_full_integer_op_check_reports_the_main_path(android):
-    manifest = read_bundle(android["int8"]).manifest
-    check = manifest["target"]["op_check"]
+    bundle = read_bundle(android["int8"])
+    manifest = bundle.manifest
+    check = bundle.settings.op_check
     assert check["verdict"].startswith("full-integer main path"), check
     assert check["float_ops"] == 0 and check["int16_ops"] > 0
     assert any(line.startswith("NNAPI") for line in check["details"])
-    assert manifest["quantization"]["decisions"]["calibration"]["samples"] == 16
-    assert manifest["target"]["delegates"] == ["nnapi", "xnnpack"]
+    assert manifest.quantization.decisions["calibration"]["samples"] == 16
+    assert bundle.settings.delegates == ("nnapi", "xnnpack")
 
 
 def test_static_length_pads_truncates_and_batches(android):
@@ -147,6 +149,7 @@ def test_absent_delegate_gives_a_clear_message(android, monkeypatch, caplog):
 def test_onnx_matmul_names_map_onto_tflite_fully_connected(android):
     from edgesdk.backends.tflite import map_keep_float
     from edgesdk.backends.tflite_ops import list_ops
+    from edgesdk.families import text
 
     scopes = [op.scope for op in list_ops(android["fp32"] / "model.tflite") if op.name == "FULLY_CONNECTED"]
     assert len(scopes) == 12
@@ -154,7 +157,7 @@ def test_onnx_matmul_names_map_onto_tflite_fully_connected(android):
              MATMUL.format(0, "attention/self/key"), MATMUL.format(1, "output/dense"),
              MATMUL.format(1, "attention/output/dense"), "/model/encoder/layer.0/attention/self/MatMul_1",
              "/pooler/dense/MatMul")
-    mapped, skipped = map_keep_float(names, scopes, None)
+    mapped, skipped = map_keep_float(text, names, scopes, None)
     assert [len(m["tflite"]) for m in mapped] == [1, 1, 1, 1, 1]
     assert "Layer_1/" in mapped[0]["tflite"][0] and mapped[1]["tflite"][0].endswith("Linear_query/fc")
     assert mapped[2]["tflite"][0].endswith("Linear_key/fc") and "SelfOutput" not in mapped[3]["tflite"][0]
@@ -168,19 +171,20 @@ def test_fallback_rebuild_reuses_calibration_and_raises_precision(tmp_path, tiny
     from edgesdk.frontends import load_source
     from edgesdk.profiles import load_profile
     from edgesdk.quant import CalibrationSet, QuantSpec, packaged_texts
+    from edgesdk.runtime.manifest import TensorSpec, TokenizerInfo
     from edgesdk.runtime.text import TextEncoder
 
     source = load_source(str(tiny_model_dir), tmp_path)
     profile = load_profile(str(_profile(tmp_path)))
-    encoder = TextEncoder(str(tiny_model_dir / "tokenizer.json"), {"max_length": 128},
-                          [{"name": n, "dtype": "int64"} for n in source.input_names])
+    encoder = TextEncoder(str(tiny_model_dir / "tokenizer.json"), TokenizerInfo("tokenizer.json", 128),
+                          [TensorSpec(n, "int64", ("batch", "sequence")) for n in source.input_names])
     calibration = CalibrationSet.build(packaged_texts("calibration"), encoder, 16)
-    decisions, int16_fc = [], []
+    decisions, int16_fc, cache = [], [], {}
     for i, keep in enumerate(((), (MATMUL.format(1, "intermediate/dense"),))):
         out = tmp_path / f"build{i}"
         out.mkdir()
         artefact = convert(ConvertContext(source, source.onnx_path, out, "int8", QuantSpec.from_profile(profile),
-                                          calibration, profile, keep))
+                                          calibration, profile, keep, work_dir=tmp_path, cache=cache))
         decisions.append(artefact.decisions)
         int16_fc.append(sum(op.name == "FULLY_CONNECTED" and op.int16 for op in list_ops(out / "model.tflite")))
     assert decisions[0]["calibration"]["status"].startswith("calibrated")

@@ -146,12 +146,12 @@ def test_qat_bundle_manifest_records_training_and_the_qat_scheme(quick_example):
     with load(qat) as runner:
         m = runner.manifest
         result = runner.classify(["a charming journey", "a dull mess"])
-    assert m["model"]["task"] == "classification" and m["model"]["labels"] == ["0", "1"]
-    assert m["model"]["training"]["kind"] == "qat"
-    assert m["quantization"]["qat"]["tool"].startswith("nncf")
-    assert m["quantization"]["qat"]["spec"]["activation_symmetric"] is False  # android's scheme
-    assert m["quantization"]["spec"]["smooth_quant"] is False  # would move the QAT weights off their grid
-    assert m["fidelity"]["top1_agreement"] is not None
+    assert m.model.task == "classification" and m.model.labels == ("0", "1")
+    assert m.model.training["kind"] == "qat"
+    assert m.quantization.qat["tool"].startswith("nncf")
+    assert m.quantization.qat["spec"]["activation_symmetric"] is False  # android's scheme
+    assert m.quantization.spec["smooth_quant"] is False  # would move the QAT weights off their grid
+    assert m.fidelity.top1_agreement is not None
     assert result.probabilities.shape == (2, 2) and set(result.labels) <= {"0", "1"}
     models = out / "dist" / "models"
     record = json.loads(next(models.glob("*-qat/edgesdk_training.json")).read_text())

@@ -1,36 +1,43 @@
-"""Export-side backends: one module per backend, each with `convert(ctx) -> Artefact`.
+"""Export-side backends, found by file name: `edgesdk/backends/<backend>.py` defining `BACKEND = Backend(...)`.
 
-A backend turns the optimised FP32 ONNX into its runtime's artefact at the asked precision, materialising the
-shared QuantSpec with its own field's tool. Verification is not the backend's job: the pipeline runs every artefact
-through the on-device runner afterwards. Adding a backend = one module here + one runner in edgesdk/runtime/.
+A backend describes itself once: `convert(ctx) -> Artefact` (the optimised FP32 ONNX, or the source's torch module,
+into its runtime's artefact at the asked precision, materialising the shared QuantSpec with its own field's tool),
+the typed dataclass of its profiles' `[device]` table, which precisions and QuantSpec values it builds (anything
+else is refused before work starts, naming the backend and the alternatives), its memory traits for the planner,
+the tool versions its manifests record and the pip extra it needs. Its on-device half is
+`edgesdk/runtime/<backend>.py`. Verification is not a backend's job: the pipeline runs every artefact through the
+on-device runner afterwards. Nothing outside these two modules branches on a backend's name.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import BackendNotAvailableError
-from ..frontends import SourceModel
-from ..profiles import TargetProfile
-from ..quant import CalibrationSet, QuantSpec
+from ..errors import BackendNotAvailableError, QuantizationError
 
-IMPLEMENTED = {"openvino": "openvino", "onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "tflite": "tflite"}
-PLANNED: dict[str, str] = {}
+if TYPE_CHECKING:
+    from ..frontends.source import SourceModel
+    from ..memory.runtime_model import RuntimeModel
+    from ..profiles import TargetProfile
+    from ..quant import CalibrationSet, QuantSpec
 
 
 @dataclass
 class ConvertContext:
-    source: SourceModel
+    source: "SourceModel"
     onnx_path: Path  # the optimised FP32 ONNX
     out_dir: Path  # the staging bundle folder; write artefact files here
     precision: str
-    spec: QuantSpec
-    calibration: CalibrationSet | None
-    profile: TargetProfile
+    spec: "QuantSpec"
+    calibration: "CalibrationSet | None"
+    profile: "TargetProfile"
     keep_float: tuple[str, ...] = ()  # node names the fallback loop returns to float
+    work_dir: Path | None = None  # the export's scratch folder (deleted at its end): caches across fallback builds
+    cache: dict[Any, Any] = field(default_factory=dict)  # in-memory results shared by this export's builds
 
 
 @dataclass
@@ -40,19 +47,84 @@ class Artefact:
     files: list[str]
     inputs: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
-    target_fields: dict[str, Any] = field(default_factory=dict)  # runner hints, e.g. inference precision
+    settings: dict[str, Any] = field(default_factory=dict)  # manifest target.settings (the runtime's typed settings)
     decisions: dict[str, Any] = field(default_factory=dict)  # what the quantizer was asked and did
     runtime_requirements: list[str] = field(default_factory=list)
     tokenizer: dict[str, Any] = field(default_factory=dict)  # overrides, e.g. {"static_length": 128}
 
 
-def backend_module(profile: TargetProfile):
-    if profile.backend in PLANNED:
-        raise BackendNotAvailableError(
-            f"target '{profile.name}' uses the {profile.backend} backend ({PLANNED[profile.backend]}), which this "
-            f"edgesdk version does not export yet. Targets that export now use: {', '.join(sorted(IMPLEMENTED))} "
-            "(e.g. --target intel,onnxruntime).")
-    return importlib.import_module(f"edgesdk.backends.{IMPLEMENTED[profile.backend]}")
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    convert: Callable[[ConvertContext], Artefact]
+    device: type  # frozen dataclass of the profile's [device] table; must have a `device` label field
+    precisions: tuple[str, ...]  # what convert() builds
+    memory: "RuntimeModel"  # how its runtime holds a model in memory (the planner's model)
+    extra: str  # pip extra with the converter and runtime, e.g. "openvino"
+    tools: tuple[str, ...] = ()  # distributions whose versions its manifests record
+    spec: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # QuantSpec field → values it honours
+    shape_policies: tuple[str, ...] = ("dynamic",)
+    int4: tuple[bool, str] = (False, "not supported")  # weight-only int4: supported?, how / why not
+    activation_bytes: Callable[[str, Any, bool], int | None] | None = None  # (precision, device, full_int) → bytes
+    from_torch: bool = False  # converts the source's torch module (not the ONNX): needs a PyTorch source
+
+    def check_spec(self, spec: "QuantSpec", profile_name: str) -> None:
+        """Refuse, before any work, a QuantSpec value this backend cannot honour, naming what it can."""
+        for name, allowed in self.spec.items():
+            value = getattr(spec, name)
+            values = value if isinstance(value, tuple) else (value,)
+            if name == "float_ops":
+                if value and not allowed:
+                    raise QuantizationError(f"target '{profile_name}' ({self.name}) cannot keep ops in float on "
+                                            f"request (--float-ops {','.join(value)}); drop the flag or use a "
+                                            f"target that can: {', '.join(_honouring(name))}.")
+                continue
+            bad = [v for v in values if v not in allowed]
+            if bad:
+                flag = "--" + name.replace("_", "-")
+                raise QuantizationError(
+                    f"target '{profile_name}' ({self.name}) cannot honour {name} = {bad[0]!r} ({flag}); it supports "
+                    f"{', '.join(map(repr, allowed))}. Backends that support {bad[0]!r}: "
+                    f"{', '.join(_honouring(name, bad[0])) or 'none'}.")
+
+
+def _honouring(name: str, value: Any = None) -> list[str]:
+    found = []
+    for backend in backends().values():
+        allowed = backend.spec.get(name)
+        if allowed is None or (value is None and allowed) or (value is not None and value in allowed):
+            found.append(backend.name)
+    return sorted(found)
+
+
+def backend(name: str) -> Backend:
+    """The export backend `name` (the module edgesdk/backends/<name>.py), or an error listing the known ones."""
+    found = _load(name) if isinstance(name, str) and name.isidentifier() else None
+    if found is None:
+        raise BackendNotAvailableError(f"this edgesdk has no export backend '{name}'. Backends: "
+                                       f"{', '.join(sorted(backends()))} (one module each in edgesdk/backends/).")
+    return found
+
+
+def backends() -> dict[str, Backend]:
+    """Every module in this package that defines BACKEND, by name."""
+    found = {}
+    for info in pkgutil.iter_modules(__path__):
+        item = _load(info.name)
+        if item is not None:
+            found[item.name] = item
+    return found
+
+
+def _load(name: str) -> Backend | None:
+    try:
+        module = importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"{__name__}.{name}":
+            return None
+        raise
+    item = getattr(module, "BACKEND", None)
+    return item if isinstance(item, Backend) and item.name == name else None
 
 
 def onnx_io_specs(model) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -63,7 +135,8 @@ def onnx_io_specs(model) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
     def spec(value):
         tensor = value.type.tensor_type
-        shape = [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in tensor.shape.dim]
+        shape = [d.dim_param or (d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else "?")
+                 for d in tensor.shape.dim]
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
         return {"name": value.name, "dtype": dtype, "shape": shape}
 

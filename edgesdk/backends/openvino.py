@@ -7,8 +7,22 @@ calibration method, and an IgnoredScope for the nodes the fallback loop keeps in
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from ..errors import QuantizationError, require
-from . import Artefact, ConvertContext
+from ..memory.runtime_model import RuntimeModel
+from ..runtime.schema import check
+from . import Artefact, Backend, ConvertContext
+
+MB = 1 << 20
+
+
+@dataclass(frozen=True)
+class OpenVINODevice:
+    """[device] of an openvino profile."""
+
+    device: str = field(default="CPU", metadata=check(pattern=r"[A-Z][A-Z0-9_.:,()-]*"))  # CPU, GPU, NPU, AUTO:...
+    opset: int = field(default=17, metadata=check(min=13, max=23))  # ONNX opset the frontend exports
 
 
 def convert(ctx: ConvertContext) -> Artefact:
@@ -26,7 +40,7 @@ def convert(ctx: ConvertContext) -> Artefact:
                 "shape": [d.get_length() if d.is_static else ("batch", "sequence")[i] if i < 2 else "?"
                           for i, d in enumerate(p.get_partial_shape())]} for p in model.outputs]
     return Artefact(format="openvino-ir", entry="model.xml", files=["model.xml", "model.bin"], inputs=inputs,
-                    outputs=outputs, target_fields={"device": ctx.profile.device.device, "inference_precision": "f32"},
+                    outputs=outputs, settings={"device": ctx.profile.device.device, "inference_precision": "f32"},
                     decisions=decisions, runtime_requirements=[f"openvino=={ov.__version__.split('-')[0]}"])
 
 
@@ -49,3 +63,18 @@ def _quantize(model, ctx: ConvertContext):
     return quantized, {"tool": f"nncf {nncf.__version__}", "call": "quantize", "model_type": "TRANSFORMER",
                        "preset": kwargs["preset"].name, "subset_size": kwargs["subset_size"],
                        "ignored_nodes": list(ctx.keep_float)}
+
+
+BACKEND = Backend(
+    name="openvino", convert=convert, device=OpenVINODevice, precisions=("fp32", "fp16", "int8"), extra="openvino",
+    tools=("openvino", "nncf"),
+    spec={"mode": ("static", "weight-only"), "calibration_method": ("minmax", "percentile", "mse"),
+          "weight_granularity": ("per_channel",), "activation_dtype": ("int8",),
+          "activation_symmetric": (True, False), "smooth_quant": (True, False), "float_ops": ("*",)},
+    memory=RuntimeModel("openvino", "sets", True, True, True, 32 * MB, True,
+                        "model.bin memory-mapped + MatMul weights repacked; dynamic-shape activations share memory "
+                        "per set of non-overlapping tensors",
+                        int4=(True, "NNCF compress_weights INT4_SYM (MatMul weights; OpenVINO CPU/GPU/NPU run it); "
+                                    "edgesdk export does not build it yet"),
+                        fp16_weights_as_f32_on=("CPU",)),
+)

@@ -13,11 +13,25 @@ nothing TensorRT would refuse. The engine itself is built on the device: `build_
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass, field
 
 from ..errors import EdgeSDKError, QuantizationError, require
-from . import Artefact, ConvertContext, onnx_io_specs
-from ..frontends.hf import TOKEN_INPUTS
+from ..memory.runtime_model import RuntimeModel
+from ..runtime.schema import check
+from . import Artefact, Backend, ConvertContext, onnx_io_specs
 from .tensorrt_check import check_model
+
+
+@dataclass(frozen=True)
+class TensorRTDevice:
+    """[device] of a tensorrt profile: what build_engine.sh / `edgesdk build-engine` use on the device."""
+
+    device: str = "GPU"
+    dla_core: int = field(default=-1, metadata=check(min=-1, max=16))  # -1 = GPU only
+    gpu_fallback: bool = True
+    workspace_mb: int = field(default=0, metadata=check(min=0, max=1 << 20))
+    tensorrt_version: str = ""
+    opset: int = field(default=17, metadata=check(min=13, max=23))
 
 
 def convert(ctx: ConvertContext) -> Artefact:
@@ -47,7 +61,7 @@ def convert(ctx: ConvertContext) -> Artefact:
                                            "why": "input is a Softmax output: NNCF gives it a uint8 quantizer"}
     else:
         model = onnx.load(str(source))
-    model = int32_token_inputs(model)
+    model = int32_integer_inputs(model)
     findings = check_model(model)
     if findings:
         listed = "; ".join(f"{f.kind} at {f.where}: {f.detail}" for f in findings[:10])
@@ -59,29 +73,11 @@ def convert(ctx: ConvertContext) -> Artefact:
     settings = build_settings(ctx, inputs)
     (ctx.out_dir / "build_engine.sh").write_text(build_script(settings), encoding="utf-8")
     (ctx.out_dir / "build_engine.sh").chmod(0o755)
-    memory = memory_plan(ctx)
     return Artefact(format="onnx-tensorrt", entry="model.onnx", files=["model.onnx", "build_engine.sh"], inputs=inputs,
                     outputs=outputs, decisions=decisions,
-                    target_fields={"device": ctx.profile.device.device, "tensorrt": settings,
-                                   "tensorrt_compatibility": [f.to_dict() for f in findings], "memory_plan": memory},
+                    settings={"device": ctx.profile.device.device, "tensorrt": settings,
+                              "tensorrt_compatibility": [f.to_dict() for f in findings]},
                     runtime_requirements=["onnxruntime-gpu (TensorRT/CUDA EPs) or tensorrt + cuda-python"])
-
-
-def memory_plan(ctx: ConvertContext) -> dict:
-    """Weight bytes per precision and the activation peak at the max shape profile, against the memory budget."""
-    from ..plan.planner import PlanOptions, plan
-
-    batch, seq = ctx.profile.shapes.max_shape
-    result = plan(PlanOptions(target=ctx.profile.reference, model=str(ctx.onnx_path), batch=batch, seq=seq,
-                              precisions=("fp32", "fp16", "int8")))
-    mb = 1 << 20
-    return {"shape": [batch, seq], "budget_mb": ctx.profile.memory.budget_mb,
-            "shared_with_cpu": ctx.profile.memory.shared_with_cpu,
-            "per_precision": {e.precision: {"weights_mb": round(e.weights.total / mb, 1),
-                                            "activations_mb": round(e.activations / mb, 1),
-                                            "workspace_mb": round(e.workspace / mb, 1),
-                                            "total_mb": round(e.total / mb, 1), "fits": e.fits}
-                              for e in result.estimates}}
 
 
 def softmax_fed_matmuls(model) -> list[str]:
@@ -97,13 +93,14 @@ def softmax_fed_matmuls(model) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "MatMul" and any(from_softmax(i) for i in n.input)]
 
 
-def int32_token_inputs(model):
-    """Make int64 token inputs int32 at the boundary, with a Cast inside the graph (TensorRT has no int64 I/O)."""
+def int32_integer_inputs(model):
+    """Make int64 inputs int32 at the boundary, with a Cast inside the graph (TensorRT has no int64 engine I/O)."""
     import onnx
 
+    initializers = {i.name for i in model.graph.initializer}
     for value in model.graph.input:
         tensor = value.type.tensor_type
-        if value.name not in TOKEN_INPUTS or tensor.elem_type != onnx.TensorProto.INT64:
+        if value.name in initializers or tensor.elem_type != onnx.TensorProto.INT64:
             continue
         inner = f"{value.name}_int64"
         for node in model.graph.node:
@@ -180,3 +177,18 @@ def parse_script_shapes(script: str) -> dict[str, dict[str, list[int]]]:
         out[kind] = {name: [int(d) for d in dims.split("x")]
                      for name, dims in (p.split(":") for p in arg.split("=", 1)[1].split(","))}
     return out
+
+
+BACKEND = Backend(
+    name="tensorrt", convert=convert, device=TensorRTDevice, precisions=("fp32", "fp16", "int8"), extra="export",
+    tools=("onnx", "nncf"), shape_policies=("profiles",),
+    spec={"mode": ("static",), "calibration_method": ("minmax", "percentile", "mse"),
+          "weight_granularity": ("per_channel",), "activation_dtype": ("int8",), "activation_symmetric": (True,),
+          "smooth_quant": (True, False), "float_ops": ("*",)},
+    memory=RuntimeModel("tensorrt", "liveness", False, False, False, 0, False,
+                        "not measured: ideal liveness and one copy of the weights (TensorRT plans its own "
+                        "activation memory at build time)",
+                        int4=(False, "not supported: TensorRT's int4 weight-only GEMMs need ModelOpt AWQ engines "
+                                     "that edgesdk's TensorRT path (Q/DQ int8) does not produce"),
+                        int8_activation_bytes=2, full_integer_activation_bytes=2),
+)

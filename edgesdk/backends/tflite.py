@@ -1,143 +1,58 @@
-"""TFLite / LiteRT backend (Android: NNAPI, GPU, XNNPACK): the source's torch module → .tflite with litert-torch,
-fixed [1, seq] int32 token inputs; precisions materialised with ai-edge-quantizer (AEQ).
+"""TFLite / LiteRT backend (Android: NNAPI, GPU, XNNPACK): a torch module → .tflite with litert-torch, fixed
+[1, seq] int32 inputs; precisions materialised with ai-edge-quantizer (AEQ).
 
 Why litert-torch and not ONNX → onnx2tf: it lives in the same venv as torch/OpenVINO/NNCF (onnx2tf pins
 TensorFlow 2.19 and numpy 1.26) and its graphs can be calibrated with token-id inputs (docs/android.md).
+The module to convert, its example feeds, its calibration rows and its int16 scopes come from the source's model
+family (`SourceModel.family`, e.g. edgesdk/families/text.py); this module knows TFLite and AEQ only.
 
-- fp32: the HF encoder wrapped so the attention mask is finite ((1 - mask) * -100, eager attention): an
-  additive mask of ±inf / dtype-min wrecks calibration ranges.
+- fp32: the family's static module as converted.
 - fp16: weights cast to fp16 (AEQ float casting) for the GPU delegate; compute stays float.
 - int8 dynamic: AEQ `dynamic_wi8_afp32` (int8 per-channel weights, float activations; XNNPACK on CPU).
-- int8 static: full integer with AEQ, recipe "mix_v4" measured in research (scratch/tflite/RESULTS.md): int8
-  asymmetric activations / int8 symmetric per-channel weights, with int16 activations (16x8) on LayerNorm,
-  residual and embedding ADDs, the attention block, GELU and the FFN down-projection. LayerNorm is rewritten
-  with MUL (same math) because SQUARED_DIFFERENCE has no int16 kernel in AEQ.
-The FP32 conversions and the calibration result are cached in the export's work folder (beside the optimised
-ONNX, deleted with it), keyed by model and seq, so the fallback loop's rebuilds neither reconvert nor
-recalibrate. The fallback loop's ONNX MatMul names are mapped onto the TFLite FULLY_CONNECTED ops of the same
-layer and module and moved to int16 activations (dynamic mode: to float).
+- int8 static: full integer with AEQ min-max calibration: int8 asymmetric activations / int8 symmetric per-channel
+  weights, with int16 activations (16x8) on the family's sensitive scopes.
+- `float_ops` of the QuantSpec: TFLite op names (SOFTMAX), ONNX op types mapped to them (Softmax, MatMul, Gemm,
+  ...), or tensor-name regexes; those ops are left unquantized (float) by the recipe.
+The FP32 conversions and the calibration result are cached for the export (its work folder and `ctx.cache`), so
+the fallback loop's rebuilds neither reconvert nor recalibrate. The fallback loop's ONNX MatMul names are mapped
+onto the TFLite FULLY_CONNECTED ops of the same layer and module and moved to int16 activations (dynamic: float).
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
-import pickle
 import re
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import EdgeSDKError, QuantizationError, require
-from . import Artefact, ConvertContext
+from ..memory.runtime_model import RuntimeModel
+from ..runtime.schema import check
+from . import Artefact, Backend, ConvertContext
 from .tflite_ops import check_ops, list_ops, unsupported_op_name
 
 log = logging.getLogger("edgesdk")
-MASK_VALUE = -100.0  # finite: softmax weight e^-100 ≈ 0, and the mask ADD's range stays ≈ [-110, 10]
 LITERT_REQUIREMENT = "ai-edge-litert==2.3.0"
 SIGNATURE = "serving_default"
-
-# mix_v4 (scratch/tflite/run_aeq.py): AEQ op scope = output tensor names joined by ';' plus a trailing ';'.
-_LN = r"(LayerNorm_LayerNorm;\d*;$|serving_default_output_0_output)"
-_RES = r"Output_output;;"  # residual ADDs (…SelfOutput_output;; and …Output_output;;)
-_EMB = r"Embeddings_embeddings;\d*;$"  # the embedding-sum ADDs
-_ATT = r"SelfAttention_self;"  # QK BATCH_MATMUL, scale MUL, mask ADD, SOFTMAX, PV BATCH_MATMUL
-_GELU = r"GELUActivation"
-_FC2 = r"(?<!Self)Output_output/[^;/]*Linear_dense"  # FFN down-projection: output outliers up to ~200
-MIX_V4 = ((_LN, "*"), (_RES, "*"), (_EMB, "*"), (_FC2, "FULLY_CONNECTED"), (_ATT, "*"), (_GELU, "*"))
+DELEGATES = ("nnapi", "gpu", "xnnpack", "hexagon")
+# ONNX op types a user may name in float_ops, and the TFLite ops they become
+ONNX_TO_TFLITE = {"Softmax": ("SOFTMAX",), "MatMul": ("FULLY_CONNECTED", "BATCH_MATMUL"), "Gemm": ("FULLY_CONNECTED",),
+                  "Add": ("ADD",), "Sub": ("SUB",), "Mul": ("MUL",), "Div": ("DIV",), "Gelu": ("GELU",),
+                  "Tanh": ("TANH",), "Conv": ("CONV_2D", "DEPTHWISE_CONV_2D"), "Gather": ("EMBEDDING_LOOKUP", "GATHER"),
+                  "Sigmoid": ("LOGISTIC",), "Relu": ("RELU",), "Concat": ("CONCATENATION",)}
 
 
-# -- conversion ---------------------------------------------------------------------------------------------------
-def _torch_classes():
-    import torch
-    from torch import nn
+@dataclass(frozen=True)
+class TFLiteDevice:
+    """[device] of a tflite profile."""
 
-    class EncoderWrapper(nn.Module):
-        """Token ids (int32) → last_hidden_state (or, with a BERT classification head, logits), with a finite
-        additive mask, for BERT-like encoders."""
-
-        def __init__(self, model, seq: int, head=None):
-            super().__init__()
-            self.embeddings = model.embeddings
-            self.layers = model.encoder.layer
-            self.pooler = model.pooler if head is not None else None
-            self.classifier = head.classifier if head is not None else None
-            self.register_buffer("position_ids", torch.arange(seq)[None, :], persistent=False)
-
-        def forward(self, input_ids, attention_mask, token_type_ids=None):
-            types = None if token_type_ids is None else token_type_ids.long()
-            h = self.embeddings(input_ids=input_ids.long(), token_type_ids=types, position_ids=self.position_ids)
-            m = attention_mask.to(torch.float32)[:, None, None, :]
-            ext = (1.0 - m) * MASK_VALUE
-            for layer in self.layers:
-                h = layer(h, ext)
-                h = h[0] if isinstance(h, tuple) else h
-            if self.classifier is not None:  # BertForSequenceClassification: pooler, (eval-mode dropout), classifier
-                return self.classifier(self.pooler(h))
-            return h
-
-    class GenericWrapper(nn.Module):
-        """Any HF model: named int inputs → last_hidden_state or logits (the model's own mask handling)."""
-
-        def __init__(self, model, output: str):
-            super().__init__()
-            self.model, self.output = model, output
-
-        def forward(self, **feeds):
-            out = self.model(**{k: v.long() for k, v in feeds.items()})
-            return out.logits if self.output == "logits" else out.last_hidden_state
-
-    class MulLayerNorm(nn.Module):
-        """nn.LayerNorm with the variance as MUL (AEQ has no int16 SQUARED_DIFFERENCE); same math."""
-
-        def __init__(self, ln):
-            super().__init__()
-            self.weight, self.bias, self.eps = ln.weight, ln.bias, ln.eps
-
-        def forward(self, x):
-            d = x - x.mean(-1, keepdim=True)
-            var = (d * d).mean(-1, keepdim=True)
-            return d * torch.rsqrt(var + self.eps) * self.weight + self.bias
-
-    return EncoderWrapper, GenericWrapper, MulLayerNorm
-
-
-def wrap_module(model, input_names: list[str], output: str, seq: int, mul_layernorm: bool):
-    """The module litert-torch converts; never mutates `model` (the pipeline's PyTorch reference)."""
-    from torch import nn
-
-    EncoderWrapper, GenericWrapper, MulLayerNorm = _torch_classes()
-    if mul_layernorm:
-        model = copy.deepcopy(model)
-
-        def swap(module):
-            for name, child in module.named_children():
-                if isinstance(child, nn.LayerNorm):
-                    setattr(module, name, MulLayerNorm(child))
-                else:
-                    swap(child)
-
-        swap(model)
-    base = getattr(model, getattr(model, "base_model_prefix", ""), model) if output == "logits" else model
-    bert_like = hasattr(base, "embeddings") and hasattr(base, "encoder") and hasattr(base.encoder, "layer")
-    if output == "logits":  # only the BERT head shape (pooler + linear classifier) is rebuilt; others run generic
-        bert_like = bert_like and getattr(base, "pooler", None) is not None and hasattr(model, "classifier")
-        if bert_like:
-            return EncoderWrapper(base, seq, head=model).eval()
-    return (EncoderWrapper(model, seq) if bert_like else GenericWrapper(model, output)).eval()
-
-
-def sample_feeds(input_names: list[str], seq: int) -> dict:
-    import torch
-
-    ids = torch.zeros(1, seq, dtype=torch.int32)
-    ids[0, :4] = torch.tensor([101, 7592, 2088, 102], dtype=torch.int32)[: min(4, seq)]
-    mask = (ids != 0).to(torch.int32)
-    return {name: {"input_ids": ids, "attention_mask": mask}.get(name, torch.zeros(1, seq, dtype=torch.int32))
-            for name in input_names}
+    device: str = "phone"
+    delegates: tuple[str, ...] = field(default=("xnnpack",), metadata=check(choices=DELEGATES, nonempty=True))
 
 
 def convert_module(module, feeds: dict, target: Path) -> None:
@@ -159,7 +74,7 @@ def convert_module(module, feeds: dict, target: Path) -> None:
 def _cache(ctx: ConvertContext, seq: int) -> Path:
     """Per-export cache (the export's work folder is deleted at its end), keyed by model and seq."""
     key = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{ctx.source.name}-seq{seq}")
-    folder = ctx.onnx_path.parent / "tflite-cache" / key
+    folder = (ctx.work_dir or ctx.onnx_path.parent) / "tflite-cache" / key
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -172,10 +87,12 @@ def fp32_tflite(ctx: ConvertContext, seq: int, mul_layernorm: bool) -> tuple[Pat
     if path.is_file():
         return path, 0.0
     started = time.perf_counter()
-    module = wrap_module(ctx.source.torch_module, ctx.source.input_names, ctx.source.output_name, seq, mul_layernorm)
+    family = ctx.source.family
+    module = family.static_module(ctx.source, seq, mul_layernorm)
     partial = path.with_suffix(".partial")
-    convert_module(module, sample_feeds(ctx.source.input_names, seq), partial)
+    convert_module(module, family.example_feeds(ctx.source.input_names, seq), partial)
     name_fully_connected_outputs(partial)
+    unique_tensor_names(partial)
     partial.rename(path)
     seconds = time.perf_counter() - started
     log.info("litert-torch: FP32 TFLite [1, %d]%s in %.1fs", seq, " (MUL LayerNorm)" if mul_layernorm else "", seconds)
@@ -242,94 +159,124 @@ def fp16_weights(fp32: Path, target: Path) -> dict:
     return {"tool": "ai-edge-quantizer", "recipe": "float_casting fp16 weights", "compute": "float"}
 
 
-def dynamic_int8(fp32: Path, target: Path, escalate: list[dict]) -> dict:
+def unique_tensor_names(path: Path) -> int:
+    """Give every tensor of each subgraph a unique name (AEQ refuses a model with duplicate tensor names).
+
+    litert-torch can emit the same fused-location name for two tensors (seen: 6 names twice each in MiniLM's
+    attention projections). The second and later get ';dup<N>' inserted before the name's last ';'-part, so a
+    scope regex anchored on the last part ('.../fc;$') still matches them.
+    """
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(path))
+    renamed = 0
+    for graph in model.subgraphs:
+        seen: dict[bytes, int] = {}
+        for tensor in graph.tensors:
+            name = tensor.name if isinstance(tensor.name, bytes) else str(tensor.name).encode()
+            count = seen.get(name, 0)
+            seen[name] = count + 1
+            if count:
+                head, sep, last = name.rpartition(b";")
+                tensor.name = (head + b";dup" + str(count).encode() + sep + last) if sep else \
+                    name + b";dup" + str(count).encode()
+                renamed += 1
+    if renamed:
+        flatbuffer_utils.write_model(model, str(path))
+        log.info("tflite: %d duplicate tensor name(s) made unique", renamed)
+    return renamed
+
+
+def float_op_rules(float_ops: tuple[str, ...]) -> list[tuple[str, str]]:
+    """QuantSpec float_ops as AEQ (regex, TFLite op) rules: op types by name, anything else a tensor-name regex."""
+    rules = []
+    for op in float_ops:
+        if op in ONNX_TO_TFLITE:
+            rules += [(".*", name) for name in ONNX_TO_TFLITE[op]]
+        elif re.fullmatch(r"[A-Z][A-Z0-9_]*", op):
+            rules.append((".*", op))
+        else:
+            rules.append((op, "*"))
+    return rules
+
+
+def _apply_float_ops(q, float_ops: tuple[str, ...]) -> None:
+    qtyping, _, _, Algo = _aeq()
+    for regex, op in float_op_rules(float_ops):
+        try:
+            name = qtyping.TFLOperationName(op)
+        except ValueError:
+            known = ", ".join(sorted(o.value for o in qtyping.TFLOperationName if o.value != "*"))
+            raise QuantizationError(f"--float-ops names '{op}', which is no TFLite op ai-edge-quantizer knows; use "
+                                    f"an ONNX op type ({', '.join(ONNX_TO_TFLITE)}), a TFLite op ({known}) or a "
+                                    "tensor-name regex.") from None
+        q.update_quantization_recipe(regex=regex, operation_name=name, algorithm_key=Algo.NO_QUANTIZE)
+
+
+def dynamic_int8(fp32: Path, target: Path, escalate: list[dict], float_ops: tuple[str, ...]) -> dict:
     qtyping, quantizer, recipe, Algo = _aeq()
     q = quantizer.Quantizer(str(fp32), recipe.dynamic_wi8_afp32())
     for item in escalate:  # dynamic mode: "higher precision" = float weights for that FC
         q.update_quantization_recipe(regex=item["regex"], operation_name=qtyping.TFLOperationName.FULLY_CONNECTED,
                                      algorithm_key=Algo.NO_QUANTIZE)
+    _apply_float_ops(q, float_ops)
     q.quantize().export_model(str(target), overwrite=True)
     return {"tool": "ai-edge-quantizer", "recipe": "dynamic_wi8_afp32",
-            "kept_float_fully_connected": [i["onnx"] for i in escalate]}
+            "kept_float_fully_connected": [i["onnx"] for i in escalate], "float_ops": list(float_ops)}
 
 
-def _full_int_quantizer(fp32: Path, escalate: list[dict]):
+def _full_int_quantizer(fp32: Path, scopes, escalate: list[dict], float_ops: tuple[str, ...]):
     qtyping, quantizer, _, Algo = _aeq()
     Op, minmax = qtyping.TFLOperationName, Algo.MIN_MAX_UNIFORM_QUANT
     q = quantizer.Quantizer(str(fp32))
     q.update_quantization_recipe(regex=".*", operation_name=Op.ALL_SUPPORTED, op_config=_op_config(8),
                                  algorithm_key=minmax)
     q.add_dynamic_config(regex=".*", operation_name=Op.EMBEDDING_LOOKUP, num_bits=8)  # int8 table, float rows
-    for regex, op in MIX_V4:
+    for regex, op in scopes:
         q.update_quantization_recipe(regex=regex, operation_name=Op.ALL_SUPPORTED if op == "*" else Op(op),
                                      op_config=_op_config(16), algorithm_key=minmax)
     for item in escalate:
         q.update_quantization_recipe(regex=item["regex"], operation_name=Op.FULLY_CONNECTED,
                                      op_config=_op_config(16), algorithm_key=minmax)
+    _apply_float_ops(q, float_ops)
     return q
 
 
-def calibration_feeds(ctx: ConvertContext, seq: int) -> list[dict[str, np.ndarray]]:
-    """Calibration batches (int64 [1, L]) padded / truncated to int32 [1, seq], one row per feed."""
+def full_integer(ctx: ConvertContext, fp32: Path, target: Path, seq: int, escalate: list[dict]) -> dict:
+    family = ctx.source.family
     if ctx.calibration is None or len(ctx.calibration) == 0:
         raise QuantizationError("full-integer TFLite needs calibration data; none was built.")
-    feeds = []
-    for batch in list(ctx.calibration)[: ctx.spec.samples]:
-        rows = len(next(iter(batch.values())))
-        for r in range(rows):
-            feed = {}
-            for name in ctx.source.input_names:
-                row = np.asarray(batch[name][r])[:seq]
-                padded = np.zeros((1, seq), dtype=np.int32)
-                padded[0, : len(row)] = row
-                feed[name] = padded
-            feeds.append(feed)
-    return feeds
-
-
-def full_integer(ctx: ConvertContext, fp32: Path, target: Path, seq: int, escalate: list[dict]) -> dict:
-    q = _full_int_quantizer(fp32, escalate)
-    feeds = calibration_feeds(ctx, seq)
+    q = _full_int_quantizer(fp32, family.TFLITE_INT16_SCOPES, escalate, ctx.spec.float_ops)
+    feeds = family.static_feeds(ctx.calibration, ctx.source.input_names, seq, ctx.spec.samples)
     digest = hashlib.sha256(b"".join(f[n].tobytes() for f in feeds for n in sorted(f))).hexdigest()[:16]
-    cached = _cache(ctx, seq) / f"calibration-{len(feeds)}-{digest}.pkl"
+    key = ("tflite-calibration", str(fp32), len(feeds), digest)
     started = time.perf_counter()
-    if cached.is_file():
-        result, how = pickle.loads(cached.read_bytes()), "reused (cached in this export)"
+    if key in ctx.cache:  # the fallback loop's rebuilds: same model, same rows (kept in memory, never pickled)
+        result, how = ctx.cache[key], "reused (cached in this export)"
     else:
-        result = q.calibrate({SIGNATURE: feeds}, num_threads=1)
-        cached.write_bytes(pickle.dumps(result))
+        result = ctx.cache[key] = q.calibrate({SIGNATURE: feeds}, num_threads=1)
         how = f"calibrated in {time.perf_counter() - started:.1f}s"
     log.info("ai-edge-quantizer full-integer: %d calibration samples %s", len(feeds), how)
     q.quantize(result).export_model(str(target), overwrite=True)
-    return {"tool": "ai-edge-quantizer", "recipe": "mix_v4 full-integer (int8 + int16 16x8 on sensitive ops)",
-            "activations": "int8 asymmetric per-tensor; int16 symmetric on: LayerNorm, residual/embedding ADDs, "
-                           "attention block, GELU, FFN down-projection",
+    return {"tool": "ai-edge-quantizer", "recipe": "full-integer int8 + int16 (16x8) on the family's sensitive ops",
+            "activations": f"int8 asymmetric per-tensor; int16 symmetric on: {family.DESCRIPTION['int16_ops']}",
             "weights": "int8 symmetric per-channel", "embedding_lookup": "int8 table, float rows (hybrid)",
             "layernorm": "rewritten with MUL (same math; AEQ has no int16 SQUARED_DIFFERENCE)",
             "calibration": {"samples": len(feeds), "method": "minmax", "status": how},
-            "int16_fully_connected": [i["onnx"] for i in escalate]}
+            "int16_fully_connected": [i["onnx"] for i in escalate], "float_ops": list(ctx.spec.float_ops)}
 
 
 # -- fallback mapping: ONNX MatMul names → TFLite FULLY_CONNECTED scopes ---------------------------------------
-def onnx_to_tflite_regex(onnx_name: str) -> str | None:
-    """'/model/encoder/layer.3/intermediate/dense/MatMul' → a regex matching that layer's intermediate.dense FC."""
-    found = re.search(r"layer\.(\d+)/(.+)/[^/]*MatMul[^/]*$", onnx_name)
-    if not found:
-        return None
-    modules = found.group(2).split("/")
-    path = "/".join(rf"[^;/]*_{re.escape(m)}" for m in modules)
-    return rf"Layer_{found.group(1)}/{path}/fc;$"  # FC outputs are named '<module path>/fc' at conversion
-
-
-def map_keep_float(names: tuple[str, ...], fc_scopes: list[str], already_int16: str | None) -> tuple[list, list]:
+def map_keep_float(family, names: tuple[str, ...], fc_scopes: list[str], already_int16: str | None
+                   ) -> tuple[list, list]:
     """(mapped, skipped): each mappable ONNX name with its regex and the FC scopes it matches."""
     mapped, skipped = [], []
     for name in names:
-        regex = onnx_to_tflite_regex(name)
+        regex = family.tflite_scope(name)
         hits = [s for s in fc_scopes if regex and re.search(regex, s + ";")]
         if not hits:
             why = "no layer.N/<module> path" if regex is None else "no FULLY_CONNECTED op with that layer and module"
-            if re.search(r"layer\.\d+/attention/self/MatMul", name):
+            if family.is_attention_score(name):
                 why = "attention-score MatMul = a BATCH_MATMUL in TFLite (int16 in full-integer, float in dynamic)"
             log.info("fallback: ONNX node %s has no TFLite FULLY_CONNECTED counterpart (%s); skipped", name, why)
             skipped.append({"onnx": name, "why": why})
@@ -342,38 +289,47 @@ def map_keep_float(names: tuple[str, ...], fc_scopes: list[str], already_int16: 
 
 # -- the backend entry point ----------------------------------------------------------------------------------
 def convert(ctx: ConvertContext) -> Artefact:
-    seq = int(ctx.profile.shapes.seq or 128)
+    seq = ctx.profile.shapes.seq
     static = ctx.precision == "int8" and ctx.spec.mode == "static"
+    family = ctx.source.family
     fp32, seconds = fp32_tflite(ctx, seq, mul_layernorm=static)
     target = ctx.out_dir / "model.tflite"
-    decisions: dict = {"converter": "litert-torch", "static_shape": [1, seq], "mask": f"(1 - mask) * {MASK_VALUE}",
+    decisions: dict = {"converter": "litert-torch", "static_shape": [1, seq], "family": family.NAME,
+                       **{k: v for k, v in family.DESCRIPTION.items() if k != "int16_ops"},
                        "fp32_conversion_seconds": round(seconds, 1)}
     escalate, skipped = [], []
     if ctx.keep_float:
         fc = [op.scope for op in list_ops(fp32) if op.name == "FULLY_CONNECTED"]
-        escalate, skipped = map_keep_float(ctx.keep_float, fc, _FC2 if static else None)
+        escalate, skipped = map_keep_float(family, ctx.keep_float, fc, family.FFN_DOWN if static else None)
         decisions["fallback_mapping"] = {"mapped": [{k: v for k, v in i.items() if k != "regex"} for i in escalate],
                                          "skipped": skipped}
-    if ctx.precision == "fp32":
-        shutil.copyfile(fp32, target)
-    elif ctx.precision == "fp16":
-        decisions.update(fp16_weights(fp32, target))
-    elif ctx.precision == "int8" and ctx.spec.mode == "dynamic":
-        decisions.update(dynamic_int8(fp32, target, escalate))
-    elif static:
-        decisions.update(full_integer(ctx, fp32, target, seq, escalate))
-    else:
-        raise QuantizationError(f"the tflite backend builds fp32, fp16, int8 (--quant-mode static or dynamic); got "
-                                f"{ctx.precision} with mode {ctx.spec.mode}.")
-    delegates = list(ctx.profile.device.delegates or ["xnnpack"])
+    try:
+        if ctx.precision == "fp32":
+            shutil.copyfile(fp32, target)
+        elif ctx.precision == "fp16":
+            decisions.update(fp16_weights(fp32, target))
+        elif ctx.precision == "int8" and ctx.spec.mode == "dynamic":
+            decisions.update(dynamic_int8(fp32, target, escalate, ctx.spec.float_ops))
+        elif static:
+            decisions.update(full_integer(ctx, fp32, target, seq, escalate))
+        else:
+            raise QuantizationError(f"the tflite backend builds fp32, fp16, int8 (--quant-mode static or dynamic); "
+                                    f"got {ctx.precision} with mode {ctx.spec.mode}.")
+    except EdgeSDKError:
+        raise
+    except Exception as exc:  # ai-edge-quantizer raises ValueError / RuntimeError with the cause in the text
+        raise QuantizationError(f"ai-edge-quantizer failed building the {ctx.precision} "
+                                f"{ctx.spec.mode if ctx.precision == 'int8' else ''} TFLite model: "
+                                f"{type(exc).__name__}: {str(exc)[:400]}") from exc
+    delegates = list(ctx.profile.device.delegates)
     op_check = check_ops(list_ops(target), delegates)
-    # The model itself is [1, seq] (target.model_input_shape); the session runs a batch's rows one by one, so the
+    # The model itself is [1, seq] (settings.model_input_shape); the session runs a batch's rows one by one, so the
     # feeds the Runner validates may have any batch size: axis 0 is "batch" here (the Runner checks static dims).
     inputs = [{"name": n, "dtype": "int32", "shape": ["batch", seq]} for n in ctx.source.input_names]
     outputs = [{"name": ctx.source.output_name, "dtype": "float32", "shape": ["batch", *_output_shape(target)[1:]]}]
     return Artefact(format="tflite", entry="model.tflite", files=["model.tflite"], inputs=inputs, outputs=outputs,
-                    target_fields={"delegates": _preference(delegates, ctx.precision, static),
-                                   "signature": SIGNATURE, "model_input_shape": [1, seq], "op_check": op_check},
+                    settings={"delegates": _preference(delegates, ctx.precision, static), "signature": SIGNATURE,
+                              "model_input_shape": [1, seq], "op_check": op_check},
                     decisions=decisions, runtime_requirements=[LITERT_REQUIREMENT],
                     tokenizer={"static_length": seq})
 
@@ -388,6 +344,20 @@ def _output_shape(path: Path) -> list[int]:
 def _preference(delegates: list[str], precision: str, full_integer_model: bool) -> list[str]:
     """The profile's delegate order, filtered to those that suit this artefact; XNNPACK (CPU) always last."""
     suits = {"nnapi": full_integer_model or precision == "fp32", "gpu": precision in ("fp16", "fp32"),
-             "xnnpack": True}
+             "hexagon": full_integer_model, "xnnpack": True}
     chosen = [d for d in delegates if suits.get(d, False) and d != "xnnpack"]
     return chosen + ["xnnpack"]
+
+
+BACKEND = Backend(
+    name="tflite", convert=convert, device=TFLiteDevice, precisions=("fp32", "fp16", "int8"), extra="android",
+    tools=("litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torch"), shape_policies=("static",),
+    from_torch=True,
+    spec={"mode": ("static", "dynamic"), "calibration_method": ("minmax",), "weight_granularity": ("per_channel",),
+          "weight_symmetric": (True,), "activation_symmetric": (False,), "smooth_quant": (False,),
+          "float_ops": ("*",)},
+    memory=RuntimeModel("tflite", "liveness", False, False, False, 0, False,
+                        "not measured: ideal liveness and one copy of the weights (the TFLite arena planner)",
+                        int4=(False, "not supported: the LiteRT NNAPI/NPU delegates run no int4 weights"),
+                        full_integer_activation_bytes=1),
+)

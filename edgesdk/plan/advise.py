@@ -10,14 +10,10 @@ Targets whose backend does not export yet (TensorRT, TFLite) are trialled on ONN
 
 from __future__ import annotations
 
-import json
-import tempfile
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-from ..errors import FidelityError
 from ..profiles import TargetProfile
-from .estimate import MB, PrecisionEstimate
+from ..memory.estimate import MB, PrecisionEstimate
 
 LARGE_MODEL_BYTES = 2 * 2**30  # ~500 M fp32 parameters: weight memory dominates, calibration is costly
 
@@ -106,38 +102,3 @@ def _apply_trial(strategy, trial: Trial, reasons):
     return ("ptq-static" if strategy in ("ptq-static", "fp16") else strategy), reasons + [
         f"PTQ trial on {trial.samples} samples{where}: cosine mean {trial.cosine_mean:.5f}, min "
         f"{trial.cosine_min:.5f}{kept} — meets the budget, no QAT needed"]
-
-
-def run_trial(profile: TargetProfile, model: str | None, samples: int) -> Trial:
-    """A quick PTQ at int8 through edgesdk's export (real runtime, real fallback loop) into a temp folder."""
-    from ..api import ExportOptions, export
-    from ..backends import IMPLEMENTED
-    from ..quant import QuantOverrides
-
-    proxy = "" if profile.backend in IMPLEMENTED else "onnxruntime"
-    with tempfile.TemporaryDirectory(prefix="edgesdk-trial-") as tmp:
-        target = _proxy_profile(profile, Path(tmp)) if proxy else profile.reference
-        options = ExportOptions(targets=(str(target),), model=model, out=str(Path(tmp) / "dist"),
-                                precisions=("int8",), quant=QuantOverrides(samples=samples),
-                                fidelity_samples=64, progress=False)
-        try:
-            result = export(options)
-        except FidelityError as exc:
-            return Trial(False, proxy, samples, None, None, 0, str(exc))
-    bundle = result.bundles[0]
-    return Trial(True, proxy, samples, bundle.fidelity["cosine_mean"], bundle.fidelity["cosine_min"],
-                 len(bundle.kept_in_float), "")
-
-
-def _proxy_profile(profile: TargetProfile, work: Path) -> Path:
-    """The target's [quant] and [fidelity] on an ONNX Runtime CPU profile."""
-    def table(name, values):
-        return [f"[{name}]"] + [f"{k} = {json.dumps(list(v) if isinstance(v, tuple) else v)}"
-                                for k, v in values.items()]
-
-    quant = {k: v for k, v in asdict(profile.quant).items()}
-    lines = [f'name = "{profile.name}-proxy"', 'backend = "onnxruntime"', 'precisions = ["int8", "fp32"]',
-             'default_precisions = ["int8"]', *table("quant", quant), *table("fidelity", asdict(profile.fidelity))]
-    path = work / f"{profile.name}-proxy.toml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path

@@ -54,8 +54,17 @@ def cmd_plan(args) -> int:
         text, data = report.check_text(result), report.check_dict(result)
     else:
         precisions = tuple(p.strip() for p in args.precision.split(",") if p.strip()) if args.precision else None
-        result = plan(PlanOptions(args.target, args.model, args.batch, args.seq, precisions, args.trial,
-                                  args.trial_samples))
+        options = PlanOptions(args.target, args.model, args.batch, args.seq, precisions, args.trial,
+                              args.trial_samples)
+        trial = None
+        if args.trial:
+            from ..profiles import load_profile
+            from .planner import check_shape
+            from .trial import run_trial
+
+            check_shape(args.batch, args.seq)
+            trial = run_trial(load_profile(args.target), args.model, args.trial_samples)
+        result = plan(options, trial)
         text, data = report.plan_text(result), report.plan_dict(result)
     print(text)
     if args.json:

@@ -77,56 +77,34 @@ def _feeds(manifest: dict, batch: int, seq: int):
 
     rng = np.random.default_rng(0)
     feeds = {}
-    for spec in manifest["inputs"]:
-        if spec["name"] == "input_ids":
+    for spec in manifest.inputs:
+        if spec.name == "input_ids":
             array = rng.integers(1000, 20000, size=(batch, seq))
-        elif spec["name"] == "attention_mask":
+        elif spec.name == "attention_mask":
             array = np.ones((batch, seq))
         else:
             array = np.zeros((batch, seq))
-        feeds[spec["name"]] = np.ascontiguousarray(array.astype(spec["dtype"]))
+        feeds[spec.name] = np.ascontiguousarray(array.astype(spec.dtype))
     return feeds
 
 
-def _idle_runtime(backend: str, device: str) -> None:
-    """Import the runtime and load its device plugin (code, shared by any model), creating no model."""
-    if backend == "openvino":
-        import openvino as ov
-
-        ov.Core().get_property(device, "FULL_DEVICE_NAME")
-    elif backend == "onnxruntime":
-        import onnxruntime as ort
-
-        ort.get_available_providers()
-
-
-def _openvino_reported(session) -> dict | None:
-    """What OpenVINO itself reports about memory: the CPU plugin has no memory statistic (GPU has one)."""
-    compiled = getattr(session, "_compiled", None)
-    if compiled is None:
-        return None
-    supported = [str(p) for p in compiled.get_property("SUPPORTED_PROPERTIES")]
-    found = {p: str(compiled.get_property(p)) for p in supported if "MEMORY" in p.upper()}
-    return found or {"note": "the OpenVINO CPU plugin reports no memory statistics (GPU_MEMORY_STATISTICS is GPU-only)"}
-
-
 def _child(bundle_path: str, batch: int, seq: int, runs: int, threads: int) -> dict:
-    import importlib
-
     from ..runtime.manifest import read_bundle
+    from ..runtime.registry import runtime_backend
 
     bundle = read_bundle(bundle_path, verify_hashes=False)
     backend = bundle.backend
     feeds = _feeds(bundle.manifest, batch, seq)
-    _idle_runtime(backend, bundle.manifest["target"].get("device", "CPU"))
-    module = importlib.import_module(f"edgesdk.runtime.{backend}")
+    runtime = runtime_backend(backend)
+    runtime.warm_up(bundle.settings)  # import the runtime and its device plugin (code shared by any model)
     idle = rss_bytes()
-    session = module.open_session(bundle, threads)
+    session = runtime.open_session(bundle, threads)
     after_load, peak_load = rss_bytes(), peak_rss_bytes()
     for _ in range(runs):
         session.infer(feeds)
-    reported = _openvino_reported(session) if backend == "openvino" else None
-    return {"bundle": str(bundle_path), "backend": backend, "precision": bundle.manifest["precision"],
+    report = getattr(session, "memory_report", None)  # what the runtime itself says about memory, if anything
+    reported = report() if callable(report) else None
+    return {"bundle": str(bundle_path), "backend": backend, "precision": bundle.manifest.precision,
             "batch": batch, "seq": seq, "runs": runs, "threads": threads, "rss_idle": idle,
             "rss_after_load": after_load, "peak_after_load": peak_load, "peak": peak_rss_bytes(),
             "runtime_reported": reported}

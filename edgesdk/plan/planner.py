@@ -11,10 +11,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..backends import backend as export_backend
 from ..errors import InputError, ModelSourceError
 from ..profiles import TargetProfile, load_profile
-from .estimate import INT4_SUPPORT, MB, PrecisionEstimate, ScaledGraph, activation_itemsize, largest, weight_bytes
-from .runtime_model import RuntimeModel, runtime_model
+from ..memory.estimate import PrecisionEstimate, ScaledGraph, estimate
+from ..memory.runtime_model import RuntimeModel
 
 MAX_DIM = 1 << 20
 
@@ -68,19 +69,19 @@ def check_shape(batch: object, seq: object) -> None:
                              f"Pass e.g. --{name} {1 if name == 'batch' else 128}.")
 
 
-def plan(options: PlanOptions) -> Plan:
+def plan(options: PlanOptions, trial=None) -> Plan:
+    """Estimates and advice for a target; `trial` is a measured PTQ trial (plan/trial.py, run above the export)."""
     check_shape(options.batch, options.seq)
     profile = load_profile(options.target)
     precisions = _precisions(profile, options.precisions)
     with tempfile.TemporaryDirectory(prefix="edgesdk-plan-") as tmp:
         graph = load_graph(options.model, options.batch, options.seq, Path(tmp))
-    rt = runtime_model(profile.backend)
+    rt = export_backend(profile.backend).memory
     estimates = tuple(estimate(graph.scaled, profile, rt, p, options.batch, options.seq) for p in precisions)
-    from .advise import advise, run_trial
+    from .advise import advise
 
-    trial = run_trial(profile, options.model, options.trial_samples) if options.trial else None
-    advice = advise(profile, estimates, trial)
-    return Plan(graph.path, graph.format, profile, options.batch, options.seq, rt, estimates, advice)
+    return Plan(graph.path, graph.format, profile, options.batch, options.seq, rt, estimates,
+                advise(profile, estimates, trial))
 
 
 def _precisions(profile: TargetProfile, asked: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -99,11 +100,11 @@ def load_graph(model: str | None, batch: int, seq: int, work: Path) -> ModelGrap
     see estimate.ScaledGraph."""
     path, fmt = resolve_model(model, work)
     if fmt == "openvino-ir":
-        from .ov_graph import bind_ir as binder
+        from ..memory.ov_graph import bind_ir as binder
 
         source = path
     else:
-        from .onnx_graph import bind, load_model
+        from ..memory.onnx_graph import bind, load_model
 
         source = load_model(path)
         binder = bind
@@ -143,49 +144,6 @@ def _export_fp32(model: str | None, work: Path) -> Path:
     return out
 
 
-def estimate(scaled: ScaledGraph, profile: TargetProfile | None, rt: RuntimeModel, precision: str, batch: int,
-             seq: int) -> PrecisionEstimate:
-    backend = profile.backend if profile else rt.backend
-    if precision == "int4" and not INT4_SUPPORT.get(backend, (False, ""))[0]:
-        return PrecisionEstimate("int4", False, INT4_SUPPORT.get(backend, (False, "not supported"))[1])
-    note = INT4_SUPPORT[backend][1] if precision == "int4" else ""
-    weights = weight_bytes(scaled.base.weights, precision)
-    if precision == "fp16" and backend == "openvino" and (profile is None or profile.device.device == "CPU"):
-        note = "OpenVINO CPU decompresses fp16 weights to f32 at compile: copies counted at f32 (not measured)"
-        copies_fp32 = weight_bytes(scaled.base.weights, "fp32").matmul
-    else:
-        copies_fp32 = None
-    itemsize = activation_itemsize(precision, backend, bool(profile and profile.quant.full_integer),
-                                   profile.device.device if profile else "CPU")
-    int_tables = sum(w.elems for w in scaled.base.weights if w.kind == "embeddings"
-                     and (precision in ("int8", "int4") or (precision == "as-is" and not w.is_float)))
-    copies = rt.runtime_copies(weights, int_tables) if copies_fp32 is None else copies_fp32
-    workspace = profile.device.workspace_mb * MB if profile else 0
-    budget = profile.memory.budget_mb * MB if profile else 0
-
-    def total(b: int, s: int) -> int:
-        return (weights.total + copies + workspace + rt.overhead + scaled.input_bytes(b, s)
-                + rt.activations(scaled.graph(b, s, itemsize)))
-
-    fixed = PrecisionEstimate(
-        precision, True, note, weights=weights, runtime_copies=copies,
-        activations=rt.activations(scaled.graph(batch, seq, itemsize)), inputs=scaled.input_bytes(batch, seq),
-        workspace=workspace, overhead=rt.overhead, activation_itemsize=itemsize,
-        peak_op=_peak_op(scaled, batch, seq, itemsize), budget=budget)
-    if not budget:
-        return fixed
-    from dataclasses import replace
-
-    return replace(fixed, max_batch=largest(lambda b: total(b, seq) <= budget),
-                   max_seq=largest(lambda s: total(batch, s) <= budget))
-
-
-def _peak_op(scaled: ScaledGraph, batch: int, seq: int, itemsize: int | None) -> str:
-    from .liveness import analyse
-
-    return analyse(scaled.graph(batch, seq, itemsize)).peak_op
-
-
 @dataclass(frozen=True)
 class CheckResult:
     bundle: str
@@ -213,7 +171,7 @@ def check(options: CheckOptions) -> CheckResult:
     bundle = read_bundle(options.bundle)
     with tempfile.TemporaryDirectory(prefix="edgesdk-plan-") as tmp:
         graph = load_graph(str(bundle.path), options.batch, options.seq, Path(tmp))
-    rt = runtime_model(bundle.backend)
+    rt = export_backend(bundle.backend).memory
     est = estimate(graph.scaled, None, rt, "as-is", options.batch, options.seq)
     measured = measure(bundle.path, options.batch, options.seq, options.runs, options.threads)
-    return CheckResult(str(bundle.path), bundle.backend, bundle.manifest["precision"], rt, est, measured)
+    return CheckResult(str(bundle.path), bundle.backend, bundle.manifest.precision, rt, est, measured)

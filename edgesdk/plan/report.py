@@ -6,7 +6,7 @@ renaming or removing one bumps the schema.
 
 from __future__ import annotations
 
-from .estimate import MB
+from ..memory.estimate import MB
 from .planner import CheckResult, Plan
 
 SCHEMA = "edgesdk.plan/1"
@@ -23,7 +23,7 @@ def plan_dict(plan: Plan) -> dict:
             "target": {"name": p.name, "backend": p.backend, "device": p.device.device,
                        "precisions": list(p.precisions), "budget_bytes": p.memory.budget_mb * MB,
                        "shared_with_cpu": p.memory.shared_with_cpu, "note": p.memory.note,
-                       "workspace_bytes": p.device.workspace_mb * MB, "max_seq": p.shapes.max_seq},
+                       "workspace_bytes": getattr(p.device, "workspace_mb", 0) * MB, "max_seq": p.shapes.max_seq},
             "batch": plan.batch, "seq": plan.seq, "runtime_model": plan.runtime.to_dict(),
             "precisions": [e.to_dict() for e in plan.estimates],
             "recommendation": plan.advice.to_dict() if plan.advice else None}
@@ -43,7 +43,7 @@ def plan_text(plan: Plan) -> str:
     shared = " (shared with the CPU: the OS and the app use part of it)" if p.memory.shared_with_cpu else ""
     lines = [f"model    {plan.model} ({plan.model_format})",
              f"target   {p.name}: {p.backend} on {p.device.device}; budget {budget}{shared}; "
-             f"workspace {p.device.workspace_mb} MB",
+             f"workspace {getattr(p.device, 'workspace_mb', 0)} MB",
              f"shape    batch {plan.batch} x seq {plan.seq}; runtime model: {plan.runtime.note}", ""]
     head = (f"{'prec':5} {'embed':>7} {'matmul':>7} {'other':>7} {'copies':>7} {'activ':>8} {'work+rt':>8} "
             f"{'total MB':>9} {'fits':>5} {'max batch':>9} {'max seq':>8}")

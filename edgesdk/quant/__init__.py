@@ -5,7 +5,16 @@ this package decides what to ask for, builds the shared calibration data once, a
 fallback loop that keeps the most sensitive layers in higher precision when the budget is missed.
 """
 
-from .data import CalibrationSet, TextSet, load_texts, packaged_texts
-from .spec import QuantOverrides, QuantSpec
+_EXPORTS = {"CalibrationSet": "data", "TextSet": "data", "load_texts": "data", "packaged_texts": "data",
+            "QuantOverrides": "spec", "QuantSpec": "spec"}
 
-__all__ = ["CalibrationSet", "QuantOverrides", "QuantSpec", "TextSet", "load_texts", "packaged_texts"]
+
+def __getattr__(name: str):  # names load on first use: `edgesdk --help` needs the spec's choices, not numpy
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'edgesdk.quant' has no attribute '{name}'")
+
+
+__all__ = sorted(_EXPORTS)

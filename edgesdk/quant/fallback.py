@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import FidelityError
-from ..profiles import TargetProfile
+
+if TYPE_CHECKING:
+    from ..profiles import TargetProfile
 
 log = logging.getLogger("edgesdk")
 
@@ -43,7 +45,7 @@ def describe_budget(budget, fid) -> str:
     return f"cosine mean ≥ {budget.cosine_mean}, min ≥ {budget.cosine_min}"
 
 
-def run_with_fallback(build: Callable, profile: TargetProfile, rank: Callable[[], list],
+def run_with_fallback(build: Callable, profile: "TargetProfile", rank: Callable[[], list],
                       discard: Callable[[Path], None]) -> FallbackResult:
     budget = profile.fidelity
     staging, artefact, fid = build(())

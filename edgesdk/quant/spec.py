@@ -8,9 +8,15 @@ refused with a QuantizationError naming the fix. PTQ and QAT read the same spec.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
 
 from ..errors import QuantizationError
-from ..profiles import CALIBRATION_METHODS, QUANT_MODES, TargetProfile
+
+if TYPE_CHECKING:
+    from ..profiles import TargetProfile
+
+QUANT_MODES = ("dynamic", "static", "weight-only")
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mse")
 
 # The minimum number of calibration samples each method needs to give stable ranges.
 MIN_SAMPLES = {"minmax": 8, "percentile": 32, "entropy": 32, "mse": 16}
@@ -44,7 +50,7 @@ class QuantSpec:
     smooth_quant: bool = True
 
     @classmethod
-    def from_profile(cls, profile: TargetProfile, overrides: QuantOverrides | None = None) -> "QuantSpec":
+    def from_profile(cls, profile: "TargetProfile", overrides: QuantOverrides | None = None) -> "QuantSpec":
         q = profile.quant
         spec = cls(mode=q.mode, weight_dtype=q.weight_dtype, weight_granularity=q.weight_granularity,
                    weight_symmetric=q.weight_symmetric, activation_dtype=q.activation_dtype,
@@ -58,7 +64,7 @@ class QuantSpec:
         spec.check(profile)
         return spec
 
-    def check(self, profile: TargetProfile) -> None:
+    def check(self, profile: "TargetProfile") -> None:
         if self.mode not in QUANT_MODES:
             raise QuantizationError(f"quantization mode '{self.mode}' is unknown; allowed: {', '.join(QUANT_MODES)}.")
         if self.calibration_method not in CALIBRATION_METHODS:

@@ -79,14 +79,14 @@ class BenchResult:
 
 def feeds_for(runner: Runner, batch: int, seq: int) -> dict[str, np.ndarray]:
     """Real tokens from a long text, cut to exactly `seq` (or the bundle's static length)."""
-    static = runner.manifest["tokenizer"].get("static_length")
+    static = runner.manifest.tokenizer.static_length
     length = int(static or seq)
     feeds = runner.tokenize([BENCH_TEXT] * batch)
     out = {}
     for name, array in feeds.items():
         if array.shape[1] < length:
             raise InputError(f"the bench text tokenizes to {array.shape[1]} tokens; seq {length} is longer than the "
-                             f"bundle's max_length {runner.manifest['tokenizer']['max_length']}.")
+                             f"bundle's max_length {runner.manifest.tokenizer.max_length}.")
         out[name] = np.ascontiguousarray(array[:, :length])
     return out
 
@@ -123,7 +123,7 @@ class _Timed:
         manifest = self.runner.manifest
         p50 = float(np.percentile(self.samples, 50))
         return BenchResult(
-            bundle=self.path, backend=manifest["target"]["backend"], precision=manifest["precision"],
+            bundle=self.path, backend=manifest.target.backend, precision=manifest.precision,
             config=asdict(config), load_s=round(self.load_s, 3), first_inference_ms=round(self.first_ms, 3),
             latency_ms=_stats(self.samples), throughput_seq_per_s=round(1000 * config.batch / p50, 2),
             rss_idle_mb=round(self.idle / 2**20, 1), rss_after_load_mb=round(self.rss_after_load / 2**20, 1),

@@ -2,31 +2,51 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from ..errors import BundleError, MissingDependencyError
 from .manifest import Bundle
+from .registry import RuntimeBackend
+from .schema import check
+
+INSTALL = "pip install 'edgesdk[onnxruntime]' (or pip install onnxruntime)"
+
+
+@dataclass(frozen=True)
+class ORTSettings:
+    providers: tuple[str, ...] = field(default=("CPUExecutionProvider",), metadata=check(
+        pattern=r"[A-Za-z]+ExecutionProvider", nonempty=True))
+
+
+def import_ort():
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise MissingDependencyError(f"this bundle needs ONNX Runtime: {INSTALL}.") from exc
+    return ort
+
+
+def session_options(ort, threads: int | None):
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+    # Spinning threads double latency on a shared CPU and steal cycles from the app embedding us.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
 
 
 class ORTSession:
-    def __init__(self, bundle: Bundle, threads: int | None):
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise MissingDependencyError("this bundle needs ONNX Runtime: pip install 'edgesdk[onnxruntime]' "
-                                         "(or pip install onnxruntime).") from exc
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = int(threads)
-            options.inter_op_num_threads = 1
-        # Spinning threads double latency on a shared CPU and steal cycles from the app embedding us.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers = bundle.manifest["target"].get("providers") or ["CPUExecutionProvider"]
+    def __init__(self, bundle: Bundle, threads: int | None, providers: list | None = None):
+        ort = import_ort()
+        options = session_options(ort, threads)
         available = set(ort.get_available_providers())
-        providers = [p for p in providers if (p[0] if isinstance(p, tuple) else p) in available]
-        providers = providers or ["CPUExecutionProvider"]
+        wanted = providers if providers is not None else list(bundle.settings.providers)
+        chosen = [p for p in wanted if (p[0] if isinstance(p, tuple) else p) in available] or ["CPUExecutionProvider"]
         try:
-            self._session = ort.InferenceSession(str(bundle.artefact), options, providers=providers)
+            self._session = ort.InferenceSession(str(bundle.artefact), options, providers=chosen)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             raise BundleError(f"ONNX Runtime cannot load {bundle.artefact}: {exc}") from exc
         self._output_names = [o.name for o in self._session.get_outputs()]
@@ -40,3 +60,12 @@ class ORTSession:
 
 def open_session(bundle: Bundle, threads: int | None) -> ORTSession:
     return ORTSession(bundle, threads)
+
+
+def _describe(bundle: Bundle) -> list[tuple[str, str]]:
+    return [("providers", ", ".join(bundle.settings.providers))]
+
+
+RUNTIME = RuntimeBackend(name="onnxruntime", label="ONNX Runtime CPU",
+                         open_session=open_session, settings=ORTSettings, install=INSTALL,
+                         describe=_describe, warm_up=lambda settings: import_ort().get_available_providers())

@@ -1,33 +1,26 @@
 """The thin runner: one Runner over any backend session, with tokenization, batching and pooling.
 
-A backend module (`edgesdk.runtime.<backend>`) provides `open_session(bundle, threads) -> Session`; the Runner
-validates feeds against the manifest's input specs, batches texts, and pools outputs. Runners are thread-safe:
+The backend's runtime module (`edgesdk/runtime/<backend>.py`, found by the registry) opens the session; the Runner
+validates feeds against the manifest's input specs (names, ranks, static dims, dtypes, token ids inside the
+vocabulary, ids and mask of one shape, the sequence limit), sorts texts by length and batches them like
+sentence-transformers `encode()` (results come back in input order), and pools outputs. Runners are thread-safe:
 sessions are created per thread where the runtime needs it, and nothing mutable is shared between calls.
+Anything a runtime still raises on a validated feed is wrapped in an InferenceError naming the feed.
 """
 
 from __future__ import annotations
 
-import importlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import BackendNotAvailableError, InputError
+from ..errors import EdgeSDKError, InferenceError, InputError
 from .manifest import Bundle, read_bundle
+from .registry import Session, runtime_backend
 from .text import TextEncoder, check_texts, pool, softmax
-
-RUNTIME_BACKENDS = {"openvino": "openvino", "onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "tflite": "tflite"}
-
-
-class Session(Protocol):
-    """What a backend module's open_session() returns."""
-
-    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -44,20 +37,19 @@ class Runner:
         self.bundle = bundle
         self.manifest = bundle.manifest
         self.threads = threads
-        self.inputs = self.manifest["inputs"]
-        self.outputs = self.manifest["outputs"]
-        model = self.manifest["model"]
-        self.pooling, self.normalize, self.task = model["pooling"], model["normalize"], model["task"]
-        self._encoder = TextEncoder(str(bundle.file(self.manifest["tokenizer"]["path"])),
-                                    self.manifest["tokenizer"], self.inputs)
-        module = importlib.import_module(f"edgesdk.runtime.{_backend_module(bundle.backend)}")
-        self._session: Session = module.open_session(bundle, threads)
+        self.inputs = self.manifest.inputs
+        self.outputs = self.manifest.outputs
+        model = self.manifest.model
+        self.pooling, self.normalize, self.task = model.pooling, model.normalize, model.task
+        self._encoder = TextEncoder(str(bundle.file(self.manifest.tokenizer.path)), self.manifest.tokenizer,
+                                    self.inputs)
+        self._session: Session = runtime_backend(bundle.backend).open_session(bundle, threads)
         self._lock = threading.Lock()
 
     # -- raw tensors -------------------------------------------------------------------------------------------
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run raw integer feeds (names and dtypes as in manifest['inputs']) and return the raw outputs."""
-        return self._session.infer(self._check_feeds(feeds))
+        """Run raw integer feeds (names and dtypes as in manifest.inputs) and return the raw outputs."""
+        return self._infer(self._check_feeds(feeds))
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         return self._encoder(check_texts(texts))
@@ -68,8 +60,7 @@ class Runner:
         texts = check_texts(texts)
         if self.task != "embedding":
             raise InputError(f"this bundle's task is '{self.task}', not 'embedding'; use classify() or run().")
-        return np.concatenate([self._embed_batch(texts[i:i + batch_size])
-                               for i in range(0, len(texts), _check_batch(batch_size))])
+        return self._batched(texts, batch_size, self._embed_batch)
 
     encode = embed
 
@@ -78,42 +69,87 @@ class Runner:
         if self.task != "classification":
             raise InputError(f"this bundle's task is '{self.task}': it has no classification head, so classify() "
                              "cannot run. Export a model with a sequence-classification head, or use embed().")
-        logits = np.concatenate([self._first_output(texts[i:i + batch_size])
-                                 for i in range(0, len(texts), _check_batch(batch_size))])
-        probs = softmax(logits)
-        names = list(self.manifest["model"]["labels"])
+        probs = softmax(self._batched(texts, batch_size, self._first_output))
+        names = list(self.manifest.model.labels)
         return Classification([names[i] for i in probs.argmax(axis=1)], probs, names)
+
+    def _batched(self, texts: list[str], batch_size: int, run: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+        """Longest texts first, in batches, then back to input order (sentence-transformers' length sort):
+        a batch pads to its own longest text, so sorting saves the padding a mixed corpus would pay for."""
+        _check_batch(batch_size)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        parts = [run([texts[i] for i in order[j:j + batch_size]]) for j in range(0, len(texts), batch_size)]
+        out = np.empty_like(np.concatenate(parts))
+        out[order] = np.concatenate(parts)
+        return out
 
     def _embed_batch(self, texts: list[str]) -> np.ndarray:
         feeds = self._encoder(texts)
-        hidden = self._session.infer(feeds)[self.outputs[0]["name"]]
+        hidden = self._infer(feeds)[self.outputs[0].name]
         return pool(hidden, feeds["attention_mask"], self.pooling, self.normalize)
 
     def _first_output(self, texts: list[str]) -> np.ndarray:
-        return self._session.infer(self._encoder(texts))[self.outputs[0]["name"]].astype(np.float32)
+        return self._infer(self._encoder(texts))[self.outputs[0].name].astype(np.float32)
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            return self._session.infer(feeds)
+        except EdgeSDKError:
+            raise
+        except Exception as exc:  # a runtime's own error type on a feed that passed validation
+            shapes = ", ".join(f"{k} {tuple(v.shape)} {v.dtype}" for k, v in feeds.items())
+            raise InferenceError(f"the {self.bundle.backend} runtime failed on feeds [{shapes}]: "
+                                 f"{type(exc).__name__}: {str(exc)[:300]}") from exc
 
     def _check_feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not isinstance(feeds, dict):
             raise InputError(f"feeds must be a dict of name -> array, got {type(feeds).__name__}.")
-        expected = {spec["name"]: spec for spec in self.inputs}
+        expected = {spec.name: spec for spec in self.inputs}
         missing, extra = expected.keys() - feeds.keys(), feeds.keys() - expected.keys()
         if missing or extra:
-            raise InputError(f"feeds have names {sorted(feeds)}; the model takes {sorted(expected)} "
-                             f"(missing {sorted(missing)}, unexpected {sorted(extra)}).")
+            raise InputError(f"feeds have names {sorted(map(str, feeds))}; the model takes {sorted(expected)} "
+                             f"(missing {sorted(missing)}, unexpected {sorted(map(str, extra))}).")
         checked = {}
         for name, spec in expected.items():
-            array = np.asarray(feeds[name])
-            if array.ndim != len(spec["shape"]):
-                raise InputError(f"feed '{name}' has shape {array.shape}; the model wants rank {len(spec['shape'])} "
-                                 f"({spec['shape']}).")
-            for axis, dim in enumerate(spec["shape"]):
-                if isinstance(dim, int) and array.shape[axis] != dim:
+            try:
+                array = np.asarray(feeds[name])
+            except (ValueError, TypeError) as exc:
+                raise InputError(f"feed '{name}' is not an array ({exc}).") from None
+            if array.ndim != len(spec.shape):
+                raise InputError(f"feed '{name}' has shape {array.shape}; the model wants rank {len(spec.shape)} "
+                                 f"({list(spec.shape)}).")
+            for axis, dim in enumerate(spec.static):
+                if dim is not None and array.shape[axis] != dim:
                     raise InputError(f"feed '{name}' has shape {array.shape}; axis {axis} must be {dim} "
-                                     f"(static shape {spec['shape']}).")
+                                     f"(static shape {list(spec.shape)}).")
             if not np.issubdtype(array.dtype, np.integer):
-                raise InputError(f"feed '{name}' has dtype {array.dtype}; the model wants {spec['dtype']} token ids.")
-            checked[name] = array.astype(spec["dtype"], copy=False)
-        return checked
+                raise InputError(f"feed '{name}' has dtype {array.dtype}; the model wants {spec.dtype} token ids.")
+            checked[name] = array
+        self._check_tokens(checked)
+        return {name: checked[name].astype(expected[name].dtype, copy=False) for name in expected}
+
+    def _check_tokens(self, feeds: dict[str, np.ndarray]) -> None:
+        shapes = {name: a.shape for name, a in feeds.items()}
+        if len(set(shapes.values())) > 1:
+            raise InputError(f"feeds must all have one shape [batch, sequence]; got {shapes}.")
+        limit = self.manifest.tokenizer.static_length or self.manifest.tokenizer.max_length
+        shape = next(iter(shapes.values()))
+        if len(shape) >= 2 and shape[1] > limit:
+            raise InputError(f"feeds have sequence length {shape[1]}; this bundle takes at most {limit} tokens "
+                             "(tokenize() truncates texts to it).")
+        if len(shape) >= 1 and shape[0] == 0:
+            raise InputError("feeds have batch size 0; pass at least one row.")
+        ids = feeds.get("input_ids")
+        vocab = self._encoder.vocab_size
+        if ids is not None and ids.size and (ids.min() < 0 or ids.max() >= vocab):
+            bad = ids.min() if ids.min() < 0 else ids.max()
+            raise InputError(f"feed 'input_ids' holds token id {int(bad)}; ids must be in [0, {vocab}) (this "
+                             "bundle's vocabulary). Make ids with runner.tokenize(texts).")
+        for name in ("attention_mask", "token_type_ids"):
+            array = feeds.get(name)
+            if array is not None and array.size and (array.min() < 0 or array.max() > 1):
+                raise InputError(f"feed '{name}' must hold only 0 and 1, got values from {int(array.min())} to "
+                                 f"{int(array.max())}.")
 
     def close(self) -> None:
         self._session.close()
@@ -126,16 +162,9 @@ class Runner:
 
 
 def _check_batch(batch_size: int) -> int:
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}.")
     return batch_size
-
-
-def _backend_module(backend: str) -> str:
-    if backend not in RUNTIME_BACKENDS:
-        raise BackendNotAvailableError(f"this edgesdk has no runner for backend '{backend}'. "
-                                       f"Runners available: {', '.join(sorted(RUNTIME_BACKENDS))}.")
-    return RUNTIME_BACKENDS[backend]
 
 
 def load(path: str | Path, threads: int | None = None, *, verify: bool = True) -> Runner:
@@ -143,6 +172,6 @@ def load(path: str | Path, threads: int | None = None, *, verify: bool = True) -
 
     threads: intra-op threads for the runtime (None = the runtime's default).
     """
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise InputError(f"threads must be a positive integer or None, got {threads!r}.")
     return Runner(read_bundle(path, verify_hashes=verify), threads)

@@ -39,10 +39,10 @@ def _build_with_python(bundle) -> Path:
     import tensorrt as trt
     from cuda import cudart
 
-    settings = bundle.manifest["target"]["tensorrt"]
+    settings = bundle.settings.tensorrt
     _, props = cudart.cudaGetDeviceProperties(0)
     name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-    plan = bundle.path / settings["engine_dir"] / engine_key(trt.__version__, name) / settings["plan"]
+    plan = bundle.path / settings.engine_dir / engine_key(trt.__version__, name) / settings.plan
     if plan.is_file():
         return plan
     logger = trt.Logger(trt.Logger.WARNING)
@@ -53,22 +53,21 @@ def _build_with_python(bundle) -> Path:
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise BundleError(f"TensorRT's ONNX parser refused {bundle.artefact}: {errors}")
     config = builder.create_builder_config()
-    for flag in settings["precision_flags"]:
+    for flag in settings.precision_flags:
         config.set_flag({"--int8": trt.BuilderFlag.INT8, "--fp16": trt.BuilderFlag.FP16}[flag])
-    if settings["workspace_mb"]:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings["workspace_mb"] << 20)
-    if settings["dla_core"] >= 0:
+    if settings.workspace_mb:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mb << 20)
+    if settings.dla_core >= 0:
         config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = settings["dla_core"]
-        if settings["gpu_fallback"]:
+        config.DLA_core = settings.dla_core
+        if settings.gpu_fallback:
             config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
     profile = builder.create_optimization_profile()
-    for spec in bundle.manifest["inputs"]:
-        shapes = settings["shapes"]
-        profile.set_shape(spec["name"], shapes["min"][spec["name"]], shapes["opt"][spec["name"]],
-                          shapes["max"][spec["name"]])
+    for spec in bundle.manifest.inputs:
+        shapes = settings.shapes
+        profile.set_shape(spec.name, shapes.min[spec.name], shapes.opt[spec.name], shapes.max[spec.name])
     config.add_optimization_profile(profile)
-    cache_file = bundle.path / settings["timing_cache"]
+    cache_file = bundle.path / settings.timing_cache
     cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
     serialized = builder.build_serialized_network(network, config)

@@ -7,11 +7,14 @@ Texts longer than `max_length` tokens are truncated, as sentence-transformers do
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from ..errors import BundleError, InputError
+
+if TYPE_CHECKING:
+    from .manifest import TensorSpec, TokenizerInfo
 
 
 def check_texts(texts: Any) -> list[str]:
@@ -26,27 +29,45 @@ def check_texts(texts: Any) -> list[str]:
         i, kind = bad[0]
         raise InputError(f"texts[{i}] is a {kind}, not a string ({len(bad)} non-string item(s) in all). "
                          "Convert inputs with str() or drop them before calling.")
-    return list(texts)
+    return [_valid_unicode(t) for t in texts]
+
+
+def _valid_unicode(text: str) -> str:
+    """Lone surrogates (e.g. '\\ud800' from a bad decode) cannot be tokenized: each becomes U+FFFD, the
+    replacement character, as a UTF-8 decoder with errors='replace' does. Documented in the README (Python API)."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+
+
+TOKEN_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class TextEncoder:
     """Turns strings into the model's integer feeds, per the manifest's tokenizer settings."""
 
-    def __init__(self, tokenizer_json: str, settings: dict[str, Any], inputs: list[dict[str, Any]]):
+    def __init__(self, tokenizer_json: str, settings: "TokenizerInfo", inputs: Sequence["TensorSpec"]):
         from tokenizers import Tokenizer
 
         try:
             self._tokenizer = Tokenizer.from_file(tokenizer_json)
         except Exception as exc:  # tokenizers raises a bare Exception on a bad file
             raise BundleError(f"cannot read tokenizer '{tokenizer_json}': {exc}. Re-export the bundle.") from exc
-        self.max_length = int(settings["max_length"])
-        self.static_length = settings.get("static_length")
-        self._tokenizer.enable_truncation(self.max_length if not self.static_length else int(self.static_length))
-        padding = {"pad_id": int(settings.get("pad_id", 0)), "pad_token": settings.get("pad_token", "[PAD]")}
+        self.max_length = settings.max_length
+        self.static_length = settings.static_length
+        self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
+        self._tokenizer.enable_truncation(self.static_length or self.max_length)
+        padding: dict[str, Any] = {"pad_id": settings.pad_id, "pad_token": settings.pad_token}
         if self.static_length:
-            padding["length"] = int(self.static_length)
+            padding["length"] = self.static_length
         self._tokenizer.enable_padding(**padding)
-        self._inputs = {spec["name"]: np.dtype(spec["dtype"]) for spec in inputs}
+        self._inputs = {spec.name: np.dtype(spec.dtype) for spec in inputs}
+        unknown = [n for n in self._inputs if n not in TOKEN_COLUMNS]
+        if unknown:
+            raise BundleError(f"the bundle's model takes input '{unknown[0]}', which a text tokenizer does not make "
+                              f"(it makes {', '.join(TOKEN_COLUMNS)}); feed it with run().")
 
     def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         encodings = self._tokenizer.encode_batch(list(texts))

@@ -15,10 +15,14 @@ import logging
 import os
 import threading
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from ..errors import BackendNotAvailableError, BundleError, MissingDependencyError
 from .manifest import Bundle
+from .registry import RuntimeBackend
+from .schema import JSON, check
 
 log = logging.getLogger("edgesdk")
 
@@ -29,6 +33,16 @@ DELEGATE_LIBRARIES = {
     "hexagon": ("libhexagon_delegate.so", "libhexagon_interface.so"),
 }
 CPU_DELEGATES = ("xnnpack", "cpu")
+INSTALL = "pip install 'edgesdk[tflite]' (or ai-edge-litert / tflite-runtime)"
+
+
+@dataclass(frozen=True)
+class TFLiteSettings:
+    delegates: tuple[str, ...] = field(default=("xnnpack",), metadata=check(
+        choices=(*DELEGATE_LIBRARIES, *CPU_DELEGATES)))
+    signature: str = field(default="serving_default", metadata=check(nonempty=True))
+    model_input_shape: tuple[int, ...] = field(default=(1, 128), metadata=check(min=1, max=1 << 20))
+    op_check: JSON | None = None  # what NNAPI / the GPU delegate take of the ops (display only)
 
 
 def interpreter_module():
@@ -38,8 +52,7 @@ def interpreter_module():
         try:
             from tflite_runtime import interpreter
         except ImportError as exc:
-            raise MissingDependencyError("this bundle needs the LiteRT interpreter: pip install 'edgesdk[tflite]' "
-                                         "(or tflite-runtime).") from exc
+            raise MissingDependencyError(f"this bundle needs the LiteRT interpreter: {INSTALL}.") from exc
     return interpreter
 
 
@@ -65,7 +78,7 @@ def load_delegate(name: str, library: str | None = None):
 
 def _preference(bundle: Bundle) -> list[tuple[str, str | None]]:
     raw = os.environ.get("EDGESDK_TFLITE_DELEGATES")
-    names = raw.split(",") if raw else bundle.manifest["target"].get("delegates") or ["xnnpack"]
+    names = raw.split(",") if raw else list(bundle.settings.delegates) or ["xnnpack"]
     return [(n.split("=", 1)[0].strip(), n.split("=", 1)[1].strip() if "=" in n else None) for n in names if n.strip()]
 
 
@@ -75,8 +88,8 @@ class TFLiteSession:
         self._model = bundle.artefact.read_bytes()
         self._path = bundle.artefact
         self._threads = threads
-        self._signature = bundle.manifest["target"].get("signature") or "serving_default"
-        self._output_names = [o["name"] for o in bundle.manifest["outputs"]]
+        self._signature = bundle.settings.signature
+        self._output_names = [o.name for o in bundle.manifest.outputs]
         self._choice, self.delegate = self._choose_delegate(bundle)
         self._local = threading.local()
         self._interpreter()  # load now: a damaged file fails here, not at the first inference
@@ -139,3 +152,17 @@ def _dequantize(value: np.ndarray, detail: dict) -> np.ndarray:
 
 def open_session(bundle: Bundle, threads: int | None) -> TFLiteSession:
     return TFLiteSession(bundle, threads)
+
+
+def _describe(bundle: Bundle) -> list[tuple[str, str]]:
+    s: TFLiteSettings = bundle.settings
+    lines = [("tflite", f"model input {list(s.model_input_shape)}, delegates {', '.join(s.delegates)}")]
+    if isinstance(s.op_check, dict):
+        lines.append(("op check", str(s.op_check.get("verdict", ""))))
+        lines += [("", str(line)) for line in s.op_check.get("details", []) or []]
+    return lines
+
+
+RUNTIME = RuntimeBackend(name="tflite", label="LiteRT CPU (XNNPACK) or a delegate",
+                         open_session=open_session, settings=TFLiteSettings, install=INSTALL,
+                         describe=_describe, warm_up=lambda settings: interpreter_module())

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import BundleError
 from .runner import load
 from .text import pool
 
@@ -40,16 +41,34 @@ class VerifyResult:
 def verify_bundle(path: str | Path, threads: int | None = None) -> VerifyResult:
     """Raises BundleError on a hash mismatch; otherwise re-runs the golden inputs and returns the comparison."""
     with load(path, threads) as runner:
-        golden = runner.bundle.manifest["golden"]
-        feeds = dict(np.load(runner.bundle.file(golden["inputs"])))
-        expected = np.load(runner.bundle.file(golden["expected"]))
-        raw = runner.run(feeds)[runner.outputs[0]["name"]]
+        golden, fid = runner.manifest.golden, runner.manifest.fidelity
+        if golden is None or fid is None:
+            raise BundleError(f"bundle '{path}' has no golden I/O or fidelity record, so it cannot check itself; "
+                              "re-export it with `edgesdk export`.")
+        feeds = _load_npz(runner.bundle.file(golden.inputs), path)
+        expected = _load_npz(runner.bundle.file(golden.expected), path)
+        if not {"artefact", "reference"} <= expected.keys():
+            raise BundleError(f"bundle '{path}': {golden.expected} lacks the 'artefact' and 'reference' arrays; "
+                              "re-export it.")
+        raw = runner.run(feeds)[runner.outputs[0].name]
         got = pool(raw, feeds["attention_mask"], runner.pooling, runner.normalize)
+        if got.shape != expected["artefact"].shape or got.shape != expected["reference"].shape:
+            raise BundleError(f"bundle '{path}': golden outputs have shape {expected['artefact'].shape}, the bundle "
+                              f"gives {got.shape}; re-export it.")
         vs_export = float(cosine_rows(got, expected["artefact"]).min())
         vs_fp32 = float(cosine_rows(got, expected["reference"]).min())
-        budget = float(runner.manifest["fidelity"]["budget"]["cosine_min"])
+        budget = fid.budget.cosine_min
         # classifiers: the FP32 budget is top-1 agreement over the export's held-out set, not a per-text cosine
         # (four golden texts near a decision boundary would swing it); the self-consistency check still applies
         fp32_ok = vs_fp32 >= budget or runner.task == "classification"
         return VerifyResult(str(path), True, round(vs_export, 6), round(vs_fp32, 6), budget,
                             vs_export >= SELF_CONSISTENCY and fp32_ok)
+
+
+def _load_npz(path: Path, bundle: str | Path) -> dict[str, np.ndarray]:
+    """Arrays of a golden .npz, never pickled objects (allow_pickle=False)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: np.asarray(data[k]) for k in data.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise BundleError(f"bundle '{bundle}': cannot read {path.name} ({exc}); re-export it.") from exc

@@ -64,13 +64,15 @@ def model_labels(folder: Path) -> list[str]:
 
 
 def text_encoder(folder: Path, max_length: int):
-    from ..frontends.hf import TOKEN_INPUTS
+    from ..families.text import TOKEN_INPUTS
+    from ..runtime.manifest import TensorSpec, TokenizerInfo
     from ..runtime.text import TextEncoder
 
     config = json.loads((Path(folder) / "config.json").read_text())
     names = [n for n in TOKEN_INPUTS if n != "token_type_ids" or config.get("type_vocab_size", 0) > 0]
-    settings = {"max_length": max_length, "static_length": None, "pad_id": config.get("pad_token_id") or 0}
-    return TextEncoder(str(Path(folder) / "tokenizer.json"), settings, [{"name": n, "dtype": "int64"} for n in names])
+    settings = TokenizerInfo("tokenizer.json", max_length, pad_id=config.get("pad_token_id") or 0)
+    return TextEncoder(str(Path(folder) / "tokenizer.json"), settings,
+                       [TensorSpec(n, "int64", ("batch", "sequence")) for n in names])
 
 
 def predict_labels(model, folder: Path, texts, device: str = "cpu", batch_size: int = 64) -> list[str]:

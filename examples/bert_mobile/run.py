@@ -25,8 +25,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1].parent / "shared" / "data" / "sst2"
 TARGETS = "android,intel,onnxruntime,jetson"
-RUNTIMES = {"tflite": "LiteRT CPU", "openvino": "OpenVINO CPU", "onnxruntime": "ONNX Runtime CPU",
-            "tensorrt": "ONNX Runtime CPU EP (TensorRT absent here)"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -89,13 +87,15 @@ def main(argv=None) -> int:
     rows = [{"kind": kind, "bundle": b.path, "target": b.target, "backend": b.backend, "precision": b.precision,
              "size_mb": round(b.size_bytes / 1e6, 1), "top1_agreement_vs_fp32": b.fidelity.get("top1_agreement"),
              "kept_in_float": len(b.kept_in_float)} for kind, b in trained.bundles]
-    jobs = sorted(rows, key=lambda r: (r["backend"] != "tflite" or r["precision"] != "int8"))  # slowest first
+    jobs = sorted(rows, key=lambda r: -Path(r["bundle"]).joinpath("report.json").stat().st_size)  # big reports first
+    from edgesdk.runtime.registry import runtime_backend
+
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         scores = dict(zip([r["bundle"] for r in jobs], pool.map(evaluate_bundle, [r["bundle"] for r in jobs],
                                                                    [dev] * len(jobs))))
     for row in rows:
         row.update(scores[row["bundle"]])
-        row["runtime"] = RUNTIMES.get(row["backend"], row["backend"])
+        row["runtime"] = runtime_backend(row["backend"]).label
     for row in rows:  # latency one bundle at a time, nothing else running
         row["p50_ms_seq128"] = latency_p50(row["bundle"], quick=args.quick)
     reference = pytorch_reference(trained.fp32_model, dev, quick=args.quick)

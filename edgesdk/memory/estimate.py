@@ -21,25 +21,22 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 from .liveness import Graph
 from .onnx_graph import BoundGraph, Weight
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ..profiles import TargetProfile
+    from .runtime_model import RuntimeModel
 
 MB = 2**20
 SEARCH_LIMIT = 1 << 16
 WEIGHT_KINDS = ("embeddings", "matmul", "quant_params", "other")
 INT4_GROUP = 128
 # weight-only int4 per backend: (supported, how / why not)
-INT4_SUPPORT = {
-    "openvino": (True, "NNCF compress_weights INT4_SYM (MatMul weights; OpenVINO CPU/GPU/NPU run it); "
-                       "edgesdk export does not build it yet"),
-    "onnxruntime": (True, "MatMulNBits via onnxruntime.quantization.matmul_nbits_quantizer (CPU EP); "
-                          "edgesdk export does not build it yet"),
-    "tensorrt": (False, "not supported: TensorRT's int4 weight-only GEMMs need ModelOpt AWQ engines that "
-                        "edgesdk's TensorRT path (Q/DQ int8) does not produce"),
-    "tflite": (False, "not supported: the LiteRT NNAPI/NPU delegates run no int4 weights"),
-}
-
-
 @dataclass(frozen=True)
 class WeightBytes:
     embeddings: int = 0
@@ -164,21 +161,6 @@ def _one_weight(w: Weight, precision: str) -> int:
     return 4 * n
 
 
-def activation_itemsize(precision: str, backend: str, full_integer: bool, device: str) -> int | None:
-    """Bytes per float activation element at run time (see the module docstring); None = the model's own."""
-    if precision == "as-is":
-        return None
-    if precision == "fp32":
-        return 4
-    if precision == "fp16":
-        return 4 if (backend == "openvino" and device.upper() == "CPU") else 2
-    if backend == "tensorrt":
-        return 2
-    if backend == "tflite" and precision == "int8" and full_integer:
-        return 1
-    return 4
-
-
 def largest(fits, start: int = 1) -> int:
     """The largest n ≥ start with fits(n) (fits is monotone), 0 if none, capped at SEARCH_LIMIT."""
     if not fits(start):
@@ -191,3 +173,59 @@ def largest(fits, start: int = 1) -> int:
         mid = (low + high) // 2
         low, high = (mid, high) if fits(mid) else (low, mid)
     return low
+
+
+def estimate(scaled: ScaledGraph, profile: "TargetProfile | None", rt: "RuntimeModel", precision: str, batch: int,
+             seq: int) -> PrecisionEstimate:
+    if precision == "int4" and not rt.int4[0]:
+        return PrecisionEstimate("int4", False, rt.int4[1])
+    note = rt.int4[1] if precision == "int4" else ""
+    weights = weight_bytes(scaled.base.weights, precision)
+    device = profile.device.device if profile else "CPU"
+    if precision == "fp16" and device.upper() in rt.fp16_weights_as_f32_on:
+        note = f"{rt.backend} on {device} decompresses fp16 weights to f32 at compile: copies counted at f32 " \
+               "(not measured)"
+        copies_fp32 = weight_bytes(scaled.base.weights, "fp32").matmul
+    else:
+        copies_fp32 = None
+    itemsize = rt.activation_itemsize(precision, bool(profile and profile.quant.full_integer), device)
+    int_tables = sum(w.elems for w in scaled.base.weights if w.kind == "embeddings"
+                     and (precision in ("int8", "int4") or (precision == "as-is" and not w.is_float)))
+    copies = rt.runtime_copies(weights, int_tables) if copies_fp32 is None else copies_fp32
+    workspace = getattr(profile.device, "workspace_mb", 0) * MB if profile else 0
+    budget = profile.memory.budget_mb * MB if profile else 0
+
+    def total(b: int, s: int) -> int:
+        return (weights.total + copies + workspace + rt.overhead + scaled.input_bytes(b, s)
+                + rt.activations(scaled.graph(b, s, itemsize)))
+
+    fixed = PrecisionEstimate(
+        precision, True, note, weights=weights, runtime_copies=copies,
+        activations=rt.activations(scaled.graph(batch, seq, itemsize)), inputs=scaled.input_bytes(batch, seq),
+        workspace=workspace, overhead=rt.overhead, activation_itemsize=itemsize,
+        peak_op=_peak_op(scaled, batch, seq, itemsize), budget=budget)
+    if not budget:
+        return fixed
+    from dataclasses import replace
+
+    return replace(fixed, max_batch=largest(lambda b: total(b, seq) <= budget),
+                   max_seq=largest(lambda s: total(batch, s) <= budget))
+
+
+def _peak_op(scaled: ScaledGraph, batch: int, seq: int, itemsize: int | None) -> str:
+    from .liveness import analyse
+
+    return analyse(scaled.graph(batch, seq, itemsize)).peak_op
+
+
+def memory_plan(profile: "TargetProfile", onnx_path: "Path", rt: "RuntimeModel", batch: int, seq: int
+                ) -> tuple[PrecisionEstimate, ...]:
+    """The export's memory stage: every float/int8 precision the target accepts, at (batch, seq), for its FP32 ONNX
+    under the backend's runtime memory model `rt`."""
+    from .onnx_graph import bind, load_model
+
+    model = load_model(onnx_path)
+    probes = [bind(model, b, s) for b, s in ((batch, seq), (2 * batch, seq), (batch, max(seq // 2, 2)))]
+    scaled = ScaledGraph.from_probes(*probes)
+    return tuple(estimate(scaled, profile, rt, p, batch, seq) for p in ("fp32", "fp16", "int8")
+                 if p in profile.precisions)

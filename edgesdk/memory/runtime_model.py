@@ -13,6 +13,7 @@ A graph's ideal liveness peak is a lower bound; runtimes pay more, in ways that 
   pattern recorded in run 1 is allocated as one block (liveness.offset_plan) *beside* the arena's chunks, which the
   arena keeps. Steady state after two runs = both. Measured: 1.7 GB after run 1, 2.9 GB after run 2 at 32 x 512.
 - TensorRT and TFLite have no measurement here yet: the ideal liveness peak and one copy of the weights.
+Each backend module (edgesdk/backends/<x>.py) carries its own RuntimeModel as `BACKEND.memory`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,20 @@ class RuntimeModel:
     overhead: int  # code + JIT kernels paged in by the first load and run (bytes)
     measured: bool  # calibrated against this machine's measurements (docs/plan.md)
     note: str
+    int4: tuple[bool, str] = (False, "not supported")  # weight-only int4: supported?, how / why not
+    int8_activation_bytes: int = 4  # CPU runtimes keep tensors between integer kernels in fp32
+    full_integer_activation_bytes: int = 4  # a full-integer model (NPU/NNAPI) keeps int8 everywhere: 1
+    fp16_weights_as_f32_on: tuple[str, ...] = ()  # devices that decompress fp16 weights to f32 at compile
+
+    def activation_itemsize(self, precision: str, full_integer: bool, device: str) -> int | None:
+        """Bytes per float activation element at run time (see estimate.py); None = the model's own."""
+        if precision == "as-is":
+            return None
+        if precision == "fp32":
+            return 4
+        if precision == "fp16":
+            return 4 if device.upper() in self.fp16_weights_as_f32_on else 2
+        return self.full_integer_activation_bytes if full_integer else self.int8_activation_bytes
 
     def activations(self, graph: Graph) -> int:
         if self.allocator == "arena+pattern":
@@ -54,22 +69,3 @@ class RuntimeModel:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-RUNTIME_MODELS = {
-    "openvino": RuntimeModel("openvino", "sets", True, True, True, 32 * MB, True,
-                             "model.bin memory-mapped + MatMul weights repacked; dynamic-shape activations share "
-                             "memory per set of non-overlapping tensors"),
-    "onnxruntime": RuntimeModel("onnxruntime", "arena+pattern", False, False, False, 8 * MB, True,
-                                "run 1 allocates tensor by tensor from the BFC arena; from run 2 the memory "
-                                "pattern is one extra block beside it"),
-    "tensorrt": RuntimeModel("tensorrt", "liveness", False, False, False, 0, False,
-                             "not measured: ideal liveness and one copy of the weights (TensorRT plans its own "
-                             "activation memory at build time)"),
-    "tflite": RuntimeModel("tflite", "liveness", False, False, False, 0, False,
-                           "not measured: ideal liveness and one copy of the weights (the TFLite arena planner)"),
-}
-
-
-def runtime_model(backend: str) -> RuntimeModel:
-    return RUNTIME_MODELS.get(backend, RUNTIME_MODELS["tensorrt"])

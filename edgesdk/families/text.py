@@ -1,0 +1,189 @@
+"""The text family: BERT-like encoders and classifiers fed token ids (input_ids, attention_mask, token_type_ids).
+
+What converters need from this family and nothing else knows:
+- `static_module(source, seq, mul_layernorm)`: the encoder wrapped for a static [1, seq] int32 graph with a finite
+  additive mask ((1 - mask) * -100, eager attention): an additive mask of ±inf / dtype-min wrecks calibration ranges.
+  With a BERT classification head the pooler + classifier are rebuilt on the same wrapper; other HF models run
+  through a generic wrapper with their own mask handling. `mul_layernorm` rewrites LayerNorm's variance with MUL
+  (same math) because ai-edge-quantizer has no int16 SQUARED_DIFFERENCE kernel.
+- `example_feeds(seq)` and `static_feeds(batch, seq)`: a real-looking token row, and calibration rows padded or
+  truncated to int32 [1, seq].
+- `TFLITE_INT16_SCOPES`: for BERT-like module names, the tensor-name scopes that full-integer TFLite keeps at int16
+  activations (recipe "mix_v4": LayerNorm, residual and embedding ADDs, the attention block, GELU and the FFN
+  down-projection), and `tflite_scope(onnx_node)`, which maps an ONNX MatMul of layer N onto the TFLite
+  FULLY_CONNECTED of the same layer and module (FC outputs are named '<module path>/fc' at conversion).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+import numpy as np
+
+NAME = "text"
+TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+MASK_VALUE = -100.0  # finite: softmax weight e^-100 ≈ 0, and the mask ADD's range stays ≈ [-110, 10]
+EXAMPLE_IDS = (101, 7592, 2088, 102)  # [CLS] hello world [SEP] in the BERT uncased vocabulary
+
+# ai-edge-quantizer op scope = output tensor names joined by ';' plus a trailing ';'.
+_LN = r"(LayerNorm_LayerNorm;\d*;$|serving_default_output_0_output)"
+_RES = r"Output_output;;"  # residual ADDs (…SelfOutput_output;; and …Output_output;;)
+_EMB = r"Embeddings_embeddings;\d*;$"  # the embedding-sum ADDs
+_ATT = r"SelfAttention_self;"  # QK BATCH_MATMUL, scale MUL, mask ADD, SOFTMAX, PV BATCH_MATMUL
+_GELU = r"GELUActivation"
+FFN_DOWN = r"(?<!Self)Output_output/[^;/]*Linear_dense"  # FFN down-projection: output outliers up to ~200
+TFLITE_INT16_SCOPES = ((_LN, "*"), (_RES, "*"), (_EMB, "*"), (FFN_DOWN, "FULLY_CONNECTED"), (_ATT, "*"),
+                       (_GELU, "*"))
+DESCRIPTION = {"mask": f"(1 - mask) * {MASK_VALUE}",
+               "int16_ops": "LayerNorm, residual/embedding ADDs, attention block, GELU, FFN down-projection"}
+
+
+def _torch_classes():
+    import torch
+    from torch import nn
+
+    class EncoderWrapper(nn.Module):
+        """Token ids (int32) → last_hidden_state (or, with a BERT classification head, logits), with a finite
+        additive mask, for BERT-like encoders."""
+
+        def __init__(self, model, seq: int, head=None):
+            super().__init__()
+            self.embeddings = model.embeddings
+            self.layers = model.encoder.layer
+            self.pooler = model.pooler if head is not None else None
+            self.classifier = head.classifier if head is not None else None
+            self.register_buffer("position_ids", torch.arange(seq)[None, :], persistent=False)
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            types = None if token_type_ids is None else token_type_ids.long()
+            h = self.embeddings(input_ids=input_ids.long(), token_type_ids=types, position_ids=self.position_ids)
+            m = attention_mask.to(torch.float32)[:, None, None, :]
+            ext = (1.0 - m) * MASK_VALUE
+            for layer in self.layers:
+                h = layer(h, ext)
+                h = h[0] if isinstance(h, tuple) else h
+            if self.classifier is not None:  # BertForSequenceClassification: pooler, (eval-mode dropout), classifier
+                return self.classifier(self.pooler(h))
+            return h
+
+    class GenericWrapper(nn.Module):
+        """Any HF model: named int inputs → last_hidden_state or logits (the model's own mask handling)."""
+
+        def __init__(self, model, output: str):
+            super().__init__()
+            self.model, self.output = model, output
+
+        def forward(self, **feeds):
+            out = self.model(**{k: v.long() for k, v in feeds.items()})
+            return out.logits if self.output == "logits" else out.last_hidden_state
+
+    class MulLayerNorm(nn.Module):
+        """nn.LayerNorm with the variance as MUL (AEQ has no int16 SQUARED_DIFFERENCE); same math."""
+
+        def __init__(self, ln):
+            super().__init__()
+            self.weight, self.bias, self.eps = ln.weight, ln.bias, ln.eps
+
+        def forward(self, x):
+            d = x - x.mean(-1, keepdim=True)
+            var = (d * d).mean(-1, keepdim=True)
+            return d * torch.rsqrt(var + self.eps) * self.weight + self.bias
+
+    return EncoderWrapper, GenericWrapper, MulLayerNorm
+
+
+def static_module(source, seq: int, mul_layernorm: bool):
+    """The module a static-shape converter takes; never mutates `source.torch_module` (the PyTorch reference)."""
+    from torch import nn
+
+    model, output = source.torch_module, source.output_name
+    EncoderWrapper, GenericWrapper, MulLayerNorm = _torch_classes()
+    if mul_layernorm:
+        model = copy.deepcopy(model)
+
+        def swap(module):
+            for name, child in module.named_children():
+                if isinstance(child, nn.LayerNorm):
+                    setattr(module, name, MulLayerNorm(child))
+                else:
+                    swap(child)
+
+        swap(model)
+    base = getattr(model, getattr(model, "base_model_prefix", ""), model) if output == "logits" else model
+    bert_like = hasattr(base, "embeddings") and hasattr(base, "encoder") and hasattr(base.encoder, "layer")
+    if output == "logits":  # only the BERT head shape (pooler + linear classifier) is rebuilt; others run generic
+        bert_like = bert_like and getattr(base, "pooler", None) is not None and hasattr(model, "classifier")
+        if bert_like:
+            return EncoderWrapper(base, seq, head=model).eval()
+    return (EncoderWrapper(model, seq) if bert_like else GenericWrapper(model, output)).eval()
+
+
+def example_feeds(input_names: list[str], seq: int) -> dict[str, Any]:
+    """One int32 [1, seq] row per input: '[CLS] hello world [SEP]' then padding (torch tensors)."""
+    import torch
+
+    ids = torch.zeros(1, seq, dtype=torch.int32)
+    ids[0, :4] = torch.tensor(EXAMPLE_IDS, dtype=torch.int32)[: min(4, seq)]
+    mask = (ids != 0).to(torch.int32)
+    return {name: {"input_ids": ids, "attention_mask": mask}.get(name, torch.zeros(1, seq, dtype=torch.int32))
+            for name in input_names}
+
+
+def static_feeds(batches, input_names: list[str], seq: int, limit: int) -> list[dict[str, np.ndarray]]:
+    """Calibration batches (int64 [B, L]) as rows padded / truncated to int32 [1, seq], at most `limit` batches."""
+    feeds = []
+    for batch in list(batches)[:limit]:
+        rows = len(next(iter(batch.values())))
+        for r in range(rows):
+            feed = {}
+            for name in input_names:
+                row = np.asarray(batch[name][r])[:seq]
+                padded = np.zeros((1, seq), dtype=np.int32)
+                padded[0, : len(row)] = row
+                feed[name] = padded
+            feeds.append(feed)
+    return feeds
+
+
+def tflite_scope(onnx_name: str) -> str | None:
+    """'/model/encoder/layer.3/intermediate/dense/MatMul' → a regex matching that layer's intermediate.dense FC."""
+    found = re.search(r"layer\.(\d+)/(.+)/[^/]*MatMul[^/]*$", onnx_name)
+    if not found:
+        return None
+    modules = found.group(2).split("/")
+    path = "/".join(rf"[^;/]*_{re.escape(m)}" for m in modules)
+    return rf"Layer_{found.group(1)}/{path}/fc;$"
+
+
+def is_attention_score(onnx_name: str) -> bool:
+    """The QK / PV MatMuls of self-attention: BATCH_MATMULs in TFLite, inside the int16 attention scope."""
+    return re.search(r"layer\.\d+/attention/self/MatMul", onnx_name) is not None
+
+
+def read_sentence_transformers_config(folder) -> tuple[str, bool, int | None]:
+    """(pooling, normalize, max_seq_length) from sentence-transformers files; ('mean', False, None) if absent."""
+    import json
+
+    from ..errors import ModelSourceError
+
+    pooling, normalize, max_len = "mean", False, None
+    modules_file = folder / "modules.json"
+    if modules_file.is_file():
+        for module in json.loads(modules_file.read_text()):
+            kind = module.get("type", "")
+            if kind.endswith("Normalize"):
+                normalize = True
+            if kind.endswith("Pooling"):
+                cfg = json.loads((folder / module["path"] / "config.json").read_text())
+                if cfg.get("pooling_mode_cls_token"):
+                    pooling = "cls"
+                elif cfg.get("pooling_mode_mean_tokens"):
+                    pooling = "mean"
+                else:
+                    raise ModelSourceError(f"{folder}: pooling {cfg} is not supported; edgesdk supports mean and cls.")
+    st_cfg = folder / "sentence_bert_config.json"
+    if st_cfg.is_file():
+        max_len = json.loads(st_cfg.read_text()).get("max_seq_length")
+    return pooling, normalize, max_len
