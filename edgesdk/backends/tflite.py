@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-import pickle
 import re
 import shutil
 import time
@@ -34,6 +33,7 @@ import numpy as np
 from ..errors import EdgeSDKError, QuantizationError, require
 from . import Artefact, ConvertContext
 from .tflite_ops import check_ops, list_ops, unsupported_op_name
+from . import tflite_calibration as calibration_cache
 
 log = logging.getLogger("edgesdk")
 MASK_VALUE = -100.0  # finite: softmax weight e^-100 ≈ 0, and the mask ADD's range stays ≈ [-110, 10]
@@ -291,13 +291,14 @@ def full_integer(ctx: ConvertContext, fp32: Path, target: Path, seq: int, escala
     q = _full_int_quantizer(fp32, escalate)
     feeds = calibration_feeds(ctx, seq)
     digest = hashlib.sha256(b"".join(f[n].tobytes() for f in feeds for n in sorted(f))).hexdigest()[:16]
-    cached = _cache(ctx, seq) / f"calibration-{len(feeds)}-{digest}.pkl"
+    cached = _cache(ctx, seq) / f"calibration-{len(feeds)}-{digest}.npz"
     started = time.perf_counter()
-    if cached.is_file():
-        result, how = pickle.loads(cached.read_bytes()), "reused (cached in this export)"
+    result = calibration_cache.load(cached)  # arrays only, never pickle
+    if result is not None:
+        how = "reused (cached in this export)"
     else:
         result = q.calibrate({SIGNATURE: feeds}, num_threads=1)
-        cached.write_bytes(pickle.dumps(result))
+        calibration_cache.save(cached, result)
         how = f"calibrated in {time.perf_counter() - started:.1f}s"
     log.info("ai-edge-quantizer full-integer: %d calibration samples %s", len(feeds), how)
     q.quantize(result).export_model(str(target), overwrite=True)
