@@ -195,9 +195,9 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .runtime.verify import verify_bundle
+    from .runtime.verify_guard import verify_checked  # exit 0 pass, 1 fidelity failure, 2 refused (never a traceback)
 
-    result = verify_bundle(args.bundle, threads=args.threads)
+    result = verify_checked(args.bundle, threads=args.threads)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
@@ -288,7 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("verify", help="check hashes and re-run the golden inputs on this machine")
+    p = sub.add_parser("verify", help="check hashes and re-run the golden inputs on this machine",
+                       description="Check every file's sha256 and re-run the golden inputs in the bundle's runtime. "
+                                   "Exit status: 0 pass, 1 fidelity failure, 2 invalid or refused bundle.")
     p.add_argument("bundle")
     p.add_argument("--threads", type=int)
     p.add_argument("--json", action="store_true")

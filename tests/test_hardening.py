@@ -96,3 +96,75 @@ def test_tflite_calibration_cache_round_trips_without_pickle(tmp_path):
             assert np.array_equal(back[name][key], value) and back[name][key].dtype == value.dtype
     with np.load(path, allow_pickle=False) as data:  # plain arrays: readable with pickle switched off
         assert len(data.files) == 5
+
+
+# -- C. `edgesdk verify` exit codes ------------------------------------------------------------------------------
+def rehash(bundle: Path) -> None:
+    """Re-hash a bundle after a deliberate edit, as a careful forger (or a buggy tool) would: hashes all agree."""
+    import json
+
+    from edgesdk.bundle import file_table
+    from edgesdk.runtime.manifest import manifest_digest
+
+    path = bundle / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["files"] = file_table(bundle)
+    manifest["manifest_sha256"] = manifest_digest(manifest)
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def run_cli(*args: str):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "edgesdk.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=300)
+
+
+def one_error_line(done) -> str:
+    assert "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, done.stderr
+    return errors[0]
+
+
+def test_verify_exit_0_on_a_passing_bundle(tiny_bundle):
+    done = run_cli("verify", str(tiny_bundle))
+    assert done.returncode == 0 and "PASS" in done.stdout
+
+
+def test_verify_exit_1_on_a_fidelity_failure(bundle_copy):
+    import numpy as np
+
+    expected = dict(np.load(bundle_copy / "golden" / "expected.npz"))
+    expected["artefact"] = -expected["artefact"]  # consistent hashes, outputs that disagree with export time
+    np.savez(bundle_copy / "golden" / "expected.npz", **expected)
+    rehash(bundle_copy)
+    done = run_cli("verify", str(bundle_copy))
+    assert done.returncode == 1 and "FAIL" in done.stdout and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("damage", ["hash", "model", "golden", "manifest", "missing"])
+def test_verify_exit_2_on_an_invalid_bundle_without_a_traceback(bundle_copy, tmp_path, damage):
+    import json
+
+    if damage == "hash":  # tampered, not re-hashed: verification refuses it
+        (bundle_copy / "model.onnx").write_bytes(b"x" + (bundle_copy / "model.onnx").read_bytes()[1:])
+    elif damage == "model":  # re-hashed garbage: the runtime itself fails to parse it
+        (bundle_copy / "model.onnx").write_bytes(b"not an onnx model")
+        rehash(bundle_copy)
+    elif damage == "golden":  # re-hashed golden file that is not an npz
+        (bundle_copy / "golden" / "inputs.npz").write_bytes(b"PK\x03\x04 broken")
+        rehash(bundle_copy)
+    elif damage == "manifest":  # re-hashed manifest without its golden section
+        manifest = json.loads((bundle_copy / "manifest.json").read_text())
+        del manifest["golden"]
+        (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+        rehash(bundle_copy)
+    else:
+        bundle_copy = tmp_path / "no-such-bundle"
+    done = run_cli("verify", str(bundle_copy))
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert str(bundle_copy.name) in one_error_line(done)
