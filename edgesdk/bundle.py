@@ -14,18 +14,20 @@ from pathlib import Path
 from typing import Any
 
 from .runtime.manifest import FORMAT_VERSION, MANIFEST, manifest_digest, read_bundle, sha256_file
+from .runtime.unfinished import INCOMPLETE, owner_record, reading_staged
 
 
 def staging_dir(final: Path) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     path = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
     path.mkdir()
+    (path / INCOMPLETE).write_text(owner_record(), encoding="utf-8")  # unloadable until the rename
     return path
 
 
 def file_table(root: Path) -> dict[str, dict[str, Any]]:
     return {p.relative_to(root).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name not in (MANIFEST, INCOMPLETE)}
 
 
 def finalize(staging: Path, final: Path, manifest: dict[str, Any]) -> Path:
@@ -38,11 +40,13 @@ def finalize(staging: Path, final: Path, manifest: dict[str, Any]) -> Path:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, staging / MANIFEST)
-    read_bundle(staging)  # the bundle must read back before it replaces anything
+    with reading_staged(staging):
+        read_bundle(staging)  # the bundle must read back before it replaces anything
     old = None
     if final.exists():
         old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
         os.replace(final, old)
+    (staging / INCOMPLETE).unlink()  # the hidden staging name keeps it unloadable until this rename commits it
     os.replace(staging, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

@@ -168,3 +168,211 @@ def test_verify_exit_2_on_an_invalid_bundle_without_a_traceback(bundle_copy, tmp
     done = run_cli("verify", str(bundle_copy))
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert str(bundle_copy.name) in one_error_line(done)
+
+
+# -- D. `--out` checked before any work -------------------------------------------------------------------------
+@pytest.fixture()
+def tmpfs(tmp_path):
+    """Mount a tmpfs with the given options (read-only, or a tiny size) for the test; skipped where not allowed."""
+    import subprocess
+
+    mounted = []
+
+    def mount(options: str) -> Path:
+        point = tmp_path / f"mnt{len(mounted)}"
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", str(point)], check=False)
+
+
+def _export(out: Path, model: Path | str, **extra):
+    from edgesdk.api import ExportOptions, export
+
+    return export(ExportOptions(targets=("onnxruntime",), precisions=("fp32",), model=str(model), out=str(out),
+                                fidelity_samples=16, progress=False, **extra))
+
+
+def test_out_that_is_a_file_fails_before_the_model_is_loaded(tmp_path):
+    from edgesdk.outdir import OutputError
+
+    out = tmp_path / "dist"
+    out.write_text("not a folder")
+    # the model does not exist: a ModelSourceError would mean the model was looked at before --out
+    with pytest.raises(OutputError, match="is an existing file"):
+        _export(out, tmp_path / "no-such-model")
+    with pytest.raises(OutputError, match="is a file, so the folder cannot be created"):
+        _export(out / "sub", tmp_path / "no-such-model")
+
+
+def test_out_that_is_a_file_exits_2_with_one_error_line(tmp_path):
+    out = tmp_path / "dist"
+    out.write_text("x")
+    done = run_cli("export", "--target", "onnxruntime", "--out", str(out), "--model", str(tmp_path / "nope"))
+    assert done.returncode == 2 and "is an existing file" in one_error_line(done)
+
+
+def test_out_on_a_read_only_mount_is_refused(tmpfs, tmp_path):
+    from edgesdk.outdir import OutputError
+
+    read_only = tmpfs("ro,size=4m")
+    with pytest.raises(OutputError, match="not writable.*Read-only file system"):
+        _export(read_only / "dist", tmp_path / "no-such-model")
+
+
+@pytest.mark.skipif(hasattr(__import__("os"), "geteuid") and __import__("os").geteuid() == 0,
+                    reason="root writes into a chmod 0500 folder anyway; the read-only mount test covers it")
+def test_out_in_a_folder_without_write_permission_is_refused(tmp_path):
+    from edgesdk.outdir import OutputError
+
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(OutputError, match="not writable"):
+        _export(locked / "dist", tmp_path / "no-such-model")
+
+
+def test_out_without_room_for_the_bundles_is_refused(tmpfs, tiny_model_dir):
+    from edgesdk.outdir import OutputError, expected_bytes
+
+    small = tmpfs("size=1m")  # a real 1 MB file system: the tiny BERT's bundle needs ~10 MB + the margin
+    assert expected_bytes(tiny_model_dir, 1) > 1 << 20
+    with pytest.raises(OutputError, match=r"MB free on its file system; this export needs about"):
+        _export(small / "dist", tiny_model_dir)
+    assert not (small / "dist").exists()
+
+
+def test_free_space_estimate_scales_with_the_bundles(monkeypatch, tiny_model_dir, tmp_path):
+    import shutil
+    from collections import namedtuple
+
+    from edgesdk import outdir
+
+    weights = outdir.source_weight_bytes(tiny_model_dir)
+    assert weights == (tiny_model_dir / "model.safetensors").stat().st_size
+    assert outdir.expected_bytes(tiny_model_dir, 4) > 4 * weights
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1 << 40, 0, outdir.expected_bytes(tiny_model_dir, 2)))
+    outdir.check_free_space(tmp_path, outdir.expected_bytes(tiny_model_dir, 2))  # exactly enough: fine
+    with pytest.raises(outdir.OutputError, match="MB free"):
+        outdir.check_free_space(tmp_path, outdir.expected_bytes(tiny_model_dir, 3))
+
+
+def test_trained_export_checks_out_before_training(tmp_path, tiny_model_dir):
+    from edgesdk.api import ExportOptions
+    from edgesdk.outdir import OutputError
+    from edgesdk.train.pipeline import TrainingOptions, export_trained
+
+    data = tmp_path / "train.tsv"
+    data.write_text("good film\t1\nbad film\t0\n", encoding="utf-8")
+    out = tmp_path / "dist"
+    out.write_text("a file")
+    with pytest.raises(OutputError, match="is an existing file"):
+        export_trained(ExportOptions(targets=("onnxruntime",), model=str(tiny_model_dir), out=str(out),
+                                     progress=False), TrainingOptions(train_data=str(data)))
+
+
+# -- E. killed exports: never loadable, cleaned up by the next export -----------------------------------------------
+KILL_AT_COMMIT = """
+import os, signal, sys
+import edgesdk.bundle as bundle
+
+real = bundle.read_bundle
+
+def read_back_then_die(path, **kw):  # the staged manifest is written and reads back: the worst moment to die
+    real(path, **kw)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+bundle.read_bundle = read_back_then_die
+from edgesdk.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _export_in_subprocess(tmp_path: Path, out: Path, model: Path, script: str | None = None):
+    import os
+    import subprocess
+    import sys
+
+    temp = tmp_path / "tmp"
+    temp.mkdir(exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TMPDIR=str(temp))
+    args = ["export", "--target", "onnxruntime", "--precision", "fp32", "--model", str(model), "--out", str(out),
+            "--no-progress"]
+    command = [sys.executable, "-c", script, *args] if script else [sys.executable, "-m", "edgesdk.cli", *args]
+    return subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE), temp
+
+
+def _refused(path: Path) -> None:
+    from edgesdk.errors import BundleError
+    from edgesdk.runtime import load
+
+    with pytest.raises(BundleError, match="unfinished bundle"):
+        load(path)
+
+
+def test_export_killed_after_the_staged_manifest_is_written(tmp_path, tiny_model_dir, monkeypatch, caplog):
+    import shutil
+    import signal
+    import tempfile
+
+    out = tmp_path / "dist"
+    proc, temp = _export_in_subprocess(tmp_path, out, tiny_model_dir, KILL_AT_COMMIT)
+    proc.communicate(timeout=600)
+    assert proc.returncode == -signal.SIGKILL
+    partial = next(out.glob(".*.partial-*"))
+    assert (partial / "manifest.json").is_file()  # a complete-looking manifest whose hashes all match
+    _refused(partial)
+    done = run_cli("verify", str(partial))
+    assert done.returncode == 2 and "unfinished bundle" in one_error_line(done)
+    renamed = tmp_path / "renamed-by-hand"  # the marker still refuses it under an ordinary name
+    shutil.copytree(partial, renamed)
+    _refused(renamed)
+    stale_temp = [p for p in temp.iterdir() if p.name.startswith("edgesdk-")]
+    assert stale_temp and all((p / ".edgesdk-owner").is_file() for p in stale_temp)
+
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    with caplog.at_level(logging.INFO, logger="edgesdk"):
+        result = _export(out, tiny_model_dir)
+    assert not partial.exists() and f"removing {partial}" in caplog.text
+    assert not any(p.exists() for p in stale_temp) and "no longer running" in caplog.text
+    assert not list(out.glob(".*")), list(out.iterdir())
+    from edgesdk.runtime import load
+
+    with load(result.bundles[0].path) as runner:
+        assert runner.embed(["hello"]).shape == (1, 64)
+
+
+def test_export_killed_from_outside_mid_way(tmp_path, tiny_model_dir, caplog):
+    import signal
+    import time
+
+    out = tmp_path / "dist"
+    proc, _ = _export_in_subprocess(tmp_path, out, tiny_model_dir)
+    deadline = time.monotonic() + 600
+    while not list(out.glob(".*.partial-*")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    partial = next(out.glob(".*.partial-*"))
+    _refused(partial)
+    with caplog.at_level(logging.INFO, logger="edgesdk"):
+        _export(out, tiny_model_dir)
+    assert not partial.exists() and "left by an interrupted export" in caplog.text
+
+
+def test_a_live_exports_staging_folder_is_left_alone(tmp_path):
+    from edgesdk.bundle import staging_dir
+    from edgesdk.outdir import clean_stale
+
+    staging = staging_dir(tmp_path / "dist" / "m-onnxruntime-fp32")  # owned by this (running) process
+    old = tmp_path / "dist" / ".m-onnxruntime-fp32.old-12345678"  # a swap that never finished: always garbage
+    old.mkdir()
+    clean_stale(tmp_path / "dist")
+    assert staging.is_dir() and not old.exists()
+    _refused(staging)

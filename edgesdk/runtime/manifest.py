@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BundleError
+from .unfinished import refuse_unfinished
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -55,6 +56,7 @@ class Bundle:
 def read_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
     """Open a bundle folder, check its format version, its manifest self-hash and every file's sha256."""
     root = Path(path)
+    refuse_unfinished(root)  # an interrupted export's staging folder is never a bundle
     manifest_path = root / MANIFEST
     if not root.is_dir():
         raise BundleError(f"bundle '{root}' is not a folder. Pass the folder `edgesdk export` wrote "
