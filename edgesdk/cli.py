@@ -304,7 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build-engine", help="on a TensorRT device: build and cache the bundle's engine",
                        description="Build model.plan for this machine's TensorRT and GPU (cached under engines/), "
-                                   "with the bundle's precision flags and min/opt/max shapes. Needs TensorRT.")
+                                   "with the bundle's precision flags and min/opt/max shapes. Needs TensorRT: its "
+                                   "Python API, or trtexec on PATH, run with arguments built from the checked "
+                                   "manifest. The bundle's build_engine.sh is never run (read it, run it by hand).")
     p.add_argument("bundle")
     p.set_defaults(func=cmd_build_engine)
 

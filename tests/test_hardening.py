@@ -376,3 +376,103 @@ def test_a_live_exports_staging_folder_is_left_alone(tmp_path):
     clean_stale(tmp_path / "dist")
     assert staging.is_dir() and not old.exists()
     _refused(staging)
+
+
+# -- B. build-engine runs no script from a bundle -----------------------------------------------------------------
+# TensorRT cannot be installed here; a stand-in `trtexec` on PATH records the arguments it is given and writes the
+# plan file, so the test shows what edgesdk would run (and what it would not) on a Jetson.
+STAND_IN_TRTEXEC = """#!{python}
+import json, sys
+from pathlib import Path
+if "--help" in sys.argv:
+    print("&&&& RUNNING TensorRT.trtexec [TensorRT v100300] # trtexec --help")
+    sys.exit(0)
+Path({log!r}).write_text(json.dumps(sys.argv[1:]))
+plan = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--saveEngine="))
+Path(plan).write_bytes(b"stand-in engine")
+"""
+
+
+@pytest.fixture(scope="module")
+def jetson_fp16(tmp_path_factory, tiny_model_dir) -> Path:
+    from conftest import write_profile
+    from edgesdk.api import ExportOptions, export
+
+    work = tmp_path_factory.mktemp("jetson-harden")
+    profile = write_profile(work / "tiny-jetson.toml", "jetson", name="tiny-jetson",
+                            shapes={"min_shape": [1, 16], "opt_shape": [1, 64], "max_shape": [4, 128],
+                                    "max_seq": 128})
+    result = export(ExportOptions(targets=(str(profile),), model=str(tiny_model_dir), out=str(work / "dist"),
+                                  precisions=("fp16",), fidelity_samples=16, progress=False))
+    return Path(result.bundles[0].path)
+
+
+def _with_stand_in_trtexec(tmp_path: Path) -> tuple[dict, Path]:
+    import os
+    import sys
+
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    log = tmp_path / "trtexec-args.json"
+    trtexec = tools / "trtexec"
+    trtexec.write_text(STAND_IN_TRTEXEC.format(python=sys.executable, log=str(log)))
+    trtexec.chmod(0o755)
+    return {"PATH": f"{tools}{os.pathsep}{os.environ['PATH']}"}, log
+
+
+def _run_cli_env(env_extra: dict, *args: str):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **env_extra)
+    return subprocess.run([sys.executable, "-m", "edgesdk.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=300)
+
+
+def test_build_engine_runs_trtexec_from_the_manifest_never_the_bundle_script(jetson_fp16, tmp_path):
+    import importlib.util
+    import json
+    import shutil
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT's Python API is installed: build-engine uses it, not trtexec")
+    bundle = tmp_path / jetson_fp16.name
+    shutil.copytree(jetson_fp16, bundle)
+    marker = tmp_path / "script-ran"
+    (bundle / "build_engine.sh").write_text(f"#!/usr/bin/env bash\ntouch {marker}\n")
+    rehash(bundle)  # a consistent bundle whose script is hostile
+    env, log = _with_stand_in_trtexec(tmp_path)
+    done = _run_cli_env(env, "build-engine", str(bundle))
+    assert done.returncode == 0, done.stderr
+    assert not marker.exists()
+    args = json.loads(log.read_text())
+    settings = json.loads((bundle / "manifest.json").read_text())["target"]["tensorrt"]
+    assert f"--onnx={bundle / 'model.onnx'}" in args and "--fp16" in args
+    assert "--maxShapes=" + ",".join(f"{n}:{'x'.join(map(str, d))}" for n, d in settings["shapes"]["max"].items()) \
+        in args
+    plan = next((bundle / "engines").glob("TensorRTv100300_*/model.plan"))
+    assert f"engine: {plan}" in done.stdout
+
+
+@pytest.mark.parametrize("field, value", [("precision_flags", ["--fp16", "--plugins=/tmp/evil.so"]),
+                                          ("timing_cache", "../../etc/cache"), ("dla_core", "0; reboot")])
+def test_build_engine_refuses_a_tampered_manifest_before_running_anything(jetson_fp16, tmp_path, field, value):
+    import json
+    import shutil
+
+    bundle = tmp_path / jetson_fp16.name
+    shutil.copytree(jetson_fp16, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["target"]["tensorrt"][field] = value
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    rehash(bundle)
+    env, log = _with_stand_in_trtexec(tmp_path)
+    done = _run_cli_env(env, "build-engine", str(bundle))
+    assert done.returncode == 2 and field in one_error_line(done)
+    assert not log.exists()  # trtexec was never started
+
+
+def test_build_engine_help_says_no_bundle_script_runs():
+    done = run_cli("build-engine", "--help")
+    assert "build_engine.sh is never run" in " ".join(done.stdout.split())
