@@ -197,7 +197,7 @@ def cmd_inspect(args) -> int:
 def cmd_verify(args) -> int:
     from .runtime.verify_guard import verify_checked  # exit 0 pass, 1 fidelity failure, 2 refused (never a traceback)
 
-    result = verify_checked(args.bundle, threads=args.threads)
+    result = verify_checked(args.bundle, threads=args.threads, trusted_keys=args.key)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
@@ -294,7 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle")
     p.add_argument("--threads", type=int)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--key", action="append", metavar="PUB", help="require a signature by this Ed25519 public key "
+                   "(PEM; repeat for several trusted keys); unsigned or wrongly signed → exit 2")
     p.set_defaults(func=cmd_verify)
+    from .signing_cli import add_parsers as add_signing_parsers
+
+    add_signing_parsers(sub)  # edgesdk sign / keygen
 
     p = sub.add_parser("bench", help="latency, throughput and memory of a bundle (one JSON schema for all targets)")
     from .runtime.bench import add_arguments as add_bench_arguments

@@ -476,3 +476,67 @@ def test_build_engine_refuses_a_tampered_manifest_before_running_anything(jetson
 def test_build_engine_help_says_no_bundle_script_runs():
     done = run_cli("build-engine", "--help")
     assert "build_engine.sh is never run" in " ".join(done.stdout.split())
+
+
+# -- F. signing -----------------------------------------------------------------------------------------------------
+@pytest.fixture()
+def keys(tmp_path):
+    pytest.importorskip("cryptography")
+    from edgesdk.runtime.signing import keygen
+
+    return keygen(tmp_path / "keys"), keygen(tmp_path / "other-keys")
+
+
+def test_signed_bundle_loads_with_its_key_and_unsigned_without_one(bundle_copy, keys):
+    from edgesdk.errors import BundleError
+    from edgesdk.runtime import load
+    from edgesdk.runtime.signing import sign_bundle
+
+    (private, public), (_, other_public) = keys
+    with load(bundle_copy) as runner:  # no key required: an unsigned bundle still loads
+        assert runner.embed(["a"]).shape == (1, 64)
+    with pytest.raises(BundleError, match="is unsigned"):
+        load(bundle_copy, trusted_keys=[public])
+    sign_bundle(bundle_copy, private)
+    with load(bundle_copy, trusted_keys=[public]) as runner:
+        assert runner.embed(["a"]).shape == (1, 64)
+    with load(bundle_copy, trusted_keys=[other_public, public.read_bytes()]):  # any trusted key, PEM bytes too
+        pass
+    with pytest.raises(BundleError, match="not signed by a trusted key"):
+        load(bundle_copy, trusted_keys=[other_public])
+    assert (private.stat().st_mode & 0o777) == 0o600
+
+
+def test_a_re_hashed_forgery_passes_the_self_hash_but_not_the_signature(bundle_copy, keys):
+    import json
+
+    from edgesdk.errors import BundleError
+    from edgesdk.runtime import load
+    from edgesdk.runtime.signing import sign_bundle
+
+    (private, public), _ = keys
+    sign_bundle(bundle_copy, private)
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["model"]["normalize"] = not manifest["model"]["normalize"]
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    rehash(bundle_copy)  # the unkeyed self-hash is recomputed: load() without a key accepts the forgery
+    load(bundle_copy).close()
+    with pytest.raises(BundleError, match="does not match its manifest"):
+        load(bundle_copy, trusted_keys=[public])
+
+
+def test_cli_keygen_sign_and_verify_with_a_key(bundle_copy, keys, tmp_path):
+    (_, _), (other_private, other_public) = keys
+    done = run_cli("keygen", "--out", str(tmp_path / "cli-keys"))
+    assert done.returncode == 0, done.stderr
+    private, public = tmp_path / "cli-keys" / "edgesdk-signing.key", tmp_path / "cli-keys" / "edgesdk-signing.pub"
+    again = run_cli("keygen", "--out", str(tmp_path / "cli-keys"))
+    assert again.returncode == 2 and "never overwrites" in one_error_line(again)
+    unsigned = run_cli("verify", str(bundle_copy), "--key", str(public))
+    assert unsigned.returncode == 2 and "unsigned" in one_error_line(unsigned)
+    signed = run_cli("sign", str(bundle_copy), "--key", str(private))
+    assert signed.returncode == 0 and "signed" in signed.stdout
+    assert run_cli("verify", str(bundle_copy), "--key", str(public)).returncode == 0
+    wrong = run_cli("verify", str(bundle_copy), "--key", str(other_public))
+    assert wrong.returncode == 2 and "not signed by a trusted key" in one_error_line(wrong)
+    assert run_cli("verify", str(bundle_copy)).returncode == 0  # no key asked for: the signature is not required

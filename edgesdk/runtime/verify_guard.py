@@ -14,8 +14,14 @@ from ..errors import BundleError, EdgeSDKError
 from .verify import VerifyResult, verify_bundle
 
 
-def verify_checked(path: str | Path, threads: int | None = None) -> VerifyResult:
+def verify_checked(path: str | Path, threads: int | None = None, trusted_keys=None) -> VerifyResult:
+    """verify_bundle, after a signature check when trusted_keys (public key PEM paths) are given."""
     try:
+        if trusted_keys:
+            from .manifest import read_bundle
+            from .signing import require_signature
+
+            require_signature(read_bundle(path), trusted_keys)
         return verify_bundle(path, threads=threads)
     except EdgeSDKError:
         raise
