@@ -86,8 +86,13 @@ def source_weight_bytes(model: str | Path | None) -> int:
     if path.is_file():
         siblings = [path] + [p for p in path.parent.glob(path.name + "*") if p != path and p.suffix == ".data"]
         return sum(p.stat().st_size for p in siblings if p.is_file())
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    if path.is_dir():  # one copy of the weights: folders often ship the same weights in several formats
+        per_format: dict[str, int] = {}
+        for p in path.rglob("*"):
+            if p.is_file() and p.suffix in WEIGHT_SUFFIXES:
+                key = ".onnx" if p.suffix == ".data" else p.suffix  # ONNX external data belongs with its .onnx
+                per_format[key] = per_format.get(key, 0) + p.stat().st_size
+        return max(per_format.values(), default=0)
     return 0  # a missing model is the frontend's error to report, with its own message
 
 

@@ -540,3 +540,22 @@ def test_cli_keygen_sign_and_verify_with_a_key(bundle_copy, keys, tmp_path):
     wrong = run_cli("verify", str(bundle_copy), "--key", str(other_public))
     assert wrong.returncode == 2 and "not signed by a trusted key" in one_error_line(wrong)
     assert run_cli("verify", str(bundle_copy)).returncode == 0  # no key asked for: the signature is not required
+
+
+def test_export_train_data_ignores_a_planted_pickle_checkpoint(tiny_model_dir, tmp_path):
+    from edgesdk.train.pipeline import _base_name, _slug
+
+    marker = tmp_path / "pwned"
+    data = tmp_path / "reviews.tsv"
+    data.write_text("good film\t1\nbad film\t0\ngreat fun\t1\nawful mess\t0\n", encoding="utf-8")
+    out = tmp_path / "dist"
+    models = out / "models"
+    models.mkdir(parents=True)
+    name = f"{_base_name(tiny_model_dir)}-{_slug(str(data))}"
+    (models / f".{name}.checkpoint.pt").write_bytes(pickle.dumps({"step": 1, "model": _Planted(marker)}))
+    done = run_cli("export", "--target", "onnxruntime", "--precision", "fp32", "--model", str(tiny_model_dir),
+                   "--train-data", str(data), "--epochs", "1", "--batch-size", "2", "--out", str(out),
+                   "--no-progress")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not marker.exists()
+    assert "a pickle checkpoint is never loaded" in done.stderr

@@ -185,5 +185,6 @@ def test_fallback_rebuild_reuses_calibration_and_raises_precision(tmp_path, tiny
         int16_fc.append(sum(op.name == "FULLY_CONNECTED" and op.int16 for op in list_ops(out / "model.tflite")))
     assert decisions[0]["calibration"]["status"].startswith("calibrated")
     assert decisions[1]["calibration"]["status"].startswith("reused")
+    assert list(tmp_path.glob("tflite-cache/*/calibration-*.npz"))  # cached as plain arrays (never pickle)
     assert decisions[1]["int16_fully_connected"] == [MATMUL.format(1, "intermediate/dense")]
     assert int16_fc[1] == int16_fc[0] + 1
