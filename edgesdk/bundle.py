@@ -15,6 +15,7 @@ from typing import Any
 
 from .runtime.manifest import FORMAT_VERSION, MANIFEST, manifest_digest, read_bundle, sha256_file
 from .runtime.unfinished import INCOMPLETE, owner_record, reading_staged
+from .swap import exchange
 
 
 def staging_dir(final: Path) -> Path:
@@ -42,14 +43,15 @@ def finalize(staging: Path, final: Path, manifest: dict[str, Any]) -> Path:
     os.replace(tmp, staging / MANIFEST)
     with reading_staged(staging):
         read_bundle(staging)  # the bundle must read back before it replaces anything
-    old = None
-    if final.exists():
-        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(final, old)
-    (staging / INCOMPLETE).unlink()  # the hidden staging name keeps it unloadable until this rename commits it
-    os.replace(staging, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    (staging / INCOMPLETE).unlink()  # the hidden staging name keeps it unloadable until the rename commits it
+    old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+    if final.exists() and exchange(staging, final):  # one atomic swap: a reader sees the old bundle or the new
+        os.replace(staging, old)  # the staging path now holds the old bundle
+    else:
+        if final.exists():
+            os.replace(final, old)
+        os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
     return final
 
 

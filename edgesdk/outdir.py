@@ -125,7 +125,9 @@ def _stale_staging(entry: Path) -> bool:
     marker = entry / INCOMPLETE
     if marker.is_file():
         return owner_gone(marker)
-    try:
+    if (entry / "manifest.json").is_file():
+        return True  # unmarked with a manifest: killed in the instant of the commit, or the old half of a swap
+    try:  # unmarked without a manifest: an empty folder, or an older edgesdk's staging (give it a day)
         return not any(entry.iterdir()) or time.time() - entry.stat().st_mtime > UNMARKED_STALE_SECONDS
     except OSError:
         return False

@@ -373,8 +373,11 @@ def test_a_live_exports_staging_folder_is_left_alone(tmp_path):
     staging = staging_dir(tmp_path / "dist" / "m-onnxruntime-fp32")  # owned by this (running) process
     old = tmp_path / "dist" / ".m-onnxruntime-fp32.old-12345678"  # a swap that never finished: always garbage
     old.mkdir()
+    swapped_out = tmp_path / "dist" / ".m-onnxruntime-fp32.partial-9abcdef0"  # no marker, a manifest: garbage
+    swapped_out.mkdir()
+    (swapped_out / "manifest.json").write_text("{}")
     clean_stale(tmp_path / "dist")
-    assert staging.is_dir() and not old.exists()
+    assert staging.is_dir() and not old.exists() and not swapped_out.exists()
     _refused(staging)
 
 
@@ -559,3 +562,25 @@ def test_export_train_data_ignores_a_planted_pickle_checkpoint(tiny_model_dir, t
     assert done.returncode == 0, done.stderr[-2000:]
     assert not marker.exists()
     assert "a pickle checkpoint is never loaded" in done.stderr
+
+
+def test_re_export_swaps_the_bundle_in_one_step(tmp_path):
+    from edgesdk.bundle import finalize, staging_dir
+    from edgesdk.swap import exchange
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "which").write_text("a")
+    (b / "which").write_text("b")
+    if not exchange(a, b):
+        pytest.skip("renameat2(RENAME_EXCHANGE) is not available here; the two-rename fallback is used")
+    assert (a / "which").read_text() == "b" and (b / "which").read_text() == "a"
+    final = tmp_path / "dist" / "m"
+    for generation in ("first", "second"):
+        staging = staging_dir(final)
+        (staging / "payload.txt").write_text(generation)
+        finalize(staging, final, {"target": {"backend": "onnxruntime"}, "artefact": {"entry": "payload.txt"}})
+    assert (final / "payload.txt").read_text() == "second"
+    assert sorted(p.name for p in final.parent.iterdir()) == ["m"]  # no staging, .old- or marker left
+    assert not (final / ".incomplete").exists()
