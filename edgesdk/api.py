@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from . import __version__, outdir
 from .backends import Artefact, Backend, ConvertContext, backend
 from .bundle import discard, finalize, staging_dir
 from .errors import EdgeSDKError, InputError, ModelSourceError
@@ -107,7 +107,9 @@ class _Shared:
 def export(options: ExportOptions) -> ExportResult:
     plans = _plan(options)
     opset = min([o for o in (getattr(p.device, "opset", None) for p, _, _ in plans) if o] or [DEFAULT_OPSET])
+    outdir.prepare(options.out, options.model, len(plans))  # --out usable, room enough, stale leftovers removed
     with tempfile.TemporaryDirectory(prefix="edgesdk-") as tmp, progress_bars(options.progress):
+        outdir.claim(Path(tmp))  # a killed export's work folder is recognisable as stale by the next one
         shared = _prepare(options, Path(tmp), opset)
         if (shared.source.training or {}).get("kind") == "qat":
             # the QAT weights sit on their int8 grid; SmoothQuant's rescaling would move them off it

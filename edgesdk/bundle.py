@@ -13,18 +13,22 @@ import uuid
 from pathlib import Path
 
 from .runtime.manifest import MANIFEST, FileEntry, Manifest, read_bundle, sha256_file
+from .runtime.unfinished import INCOMPLETE, owner_record, reading_staged
+from .swap import exchange
 
 
 def staging_dir(final: Path) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     path = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
     path.mkdir()
+    (path / INCOMPLETE).write_text(owner_record(), encoding="utf-8")  # unloadable until the rename
     return path
 
 
 def file_table(root: Path) -> dict[str, FileEntry]:
     return {p.relative_to(root).as_posix(): FileEntry(bytes=p.stat().st_size, sha256=sha256_file(p))
-            for p in sorted(root.rglob("*")) if p.is_file() and p.relative_to(root).as_posix() != MANIFEST}
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and p.relative_to(root).as_posix() not in (MANIFEST, INCOMPLETE)}
 
 
 def finalize(staging: Path, final: Path, manifest: Manifest) -> Path:
@@ -36,14 +40,17 @@ def finalize(staging: Path, final: Path, manifest: Manifest) -> Path:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, staging / MANIFEST)
-    read_bundle(staging)  # the bundle must read back before it replaces anything
-    old = None
-    if final.exists():
-        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(final, old)
-    os.replace(staging, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    with reading_staged(staging):
+        read_bundle(staging)  # the bundle must read back before it replaces anything
+    (staging / INCOMPLETE).unlink()  # the hidden staging name keeps it unloadable until the rename commits it
+    old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+    if final.exists() and exchange(staging, final):  # one atomic swap: a reader sees the old bundle or the new
+        os.replace(staging, old)  # the staging path now holds the old bundle
+    else:
+        if final.exists():
+            os.replace(final, old)
+        os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
     return final
 
 

@@ -208,9 +208,9 @@ def _quantization_rows(m) -> list[tuple[str, str]]:
 
 
 def cmd_verify(args) -> int:
-    from .runtime.verify import verify_bundle
+    from .runtime.verify_guard import verify_checked  # exit 0 pass, 1 fidelity failure, 2 refused (never a traceback)
 
-    result = verify_bundle(args.bundle, threads=args.threads)
+    result = verify_checked(args.bundle, threads=args.threads, trusted_keys=args.key)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
@@ -303,11 +303,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("verify", help="check hashes and re-run the golden inputs on this machine")
+    p = sub.add_parser("verify", help="check hashes and re-run the golden inputs on this machine",
+                       description="Check every file's sha256 and re-run the golden inputs in the bundle's runtime. "
+                                   "Exit status: 0 pass, 1 fidelity failure, 2 invalid or refused bundle.")
     p.add_argument("bundle")
     p.add_argument("--threads", type=int)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--key", action="append", metavar="PUB", help="require a signature by this Ed25519 public key "
+                   "(PEM; repeat for several trusted keys); unsigned or wrongly signed → exit 2")
     p.set_defaults(func=cmd_verify)
+    from .signing_cli import add_parsers as add_signing_parsers
+
+    add_signing_parsers(sub)  # edgesdk sign / keygen
 
     p = sub.add_parser("bench", help="latency, throughput and memory of a bundle (one JSON schema for all targets)")
     from .runtime.bench import add_arguments as add_bench_arguments
@@ -317,7 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build-engine", help="on a TensorRT device: build and cache the bundle's engine",
                        description="Build model.plan for this machine's TensorRT and GPU (cached under engines/), "
-                                   "with the bundle's precision flags and min/opt/max shapes. Needs TensorRT.")
+                                   "with the bundle's precision flags and min/opt/max shapes. Needs TensorRT: its "
+                                   "Python API, or trtexec on PATH, run with arguments built from the checked "
+                                   "manifest. The bundle's build_engine.sh is never run (read it, run it by hand).")
     p.add_argument("bundle")
     p.set_defaults(func=cmd_build_engine)
 

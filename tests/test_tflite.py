@@ -189,5 +189,6 @@ def test_fallback_rebuild_reuses_calibration_and_raises_precision(tmp_path, tiny
         int16_fc.append(sum(op.name == "FULLY_CONNECTED" and op.int16 for op in list_ops(out / "model.tflite")))
     assert decisions[0]["calibration"]["status"].startswith("calibrated")
     assert decisions[1]["calibration"]["status"].startswith("reused")
+    assert not [p for p in tmp_path.rglob("*") if p.suffix in (".pkl", ".pickle")]  # kept in memory, never pickled
     assert decisions[1]["int16_fully_connected"] == [MATMUL.format(1, "intermediate/dense")]
     assert int16_fc[1] == int16_fc[0] + 1

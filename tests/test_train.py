@@ -169,7 +169,7 @@ def test_training_checkpoints_resume_and_refuse_other_settings(tiny_model_dir, t
     data = LabelledSet(tuple(t for t, _ in rows), tuple(label for _, label in rows))
     model = AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=2)
     config = TrainConfig(epochs=2, batch_size=8, checkpoint_every=1, limit=None)
-    checkpoint = tmp_path / "run.pt"
+    checkpoint = tmp_path / ".run.checkpoint.safetensors"
     first = train(model, data, {"0": 0, "1": 1}, text_encoder(tiny_model_dir, 32), config, checkpoint, "t", False)
     assert first["steps"] == 6 and checkpoint.is_file()
     again = train(model, data, {"0": 0, "1": 1}, text_encoder(tiny_model_dir, 32), config, checkpoint, "t", False)

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import BundleError
 from .schema import JSON, check, decode, encode
+from .unfinished import INCOMPLETE, refuse_unfinished
 
 FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
@@ -31,6 +32,7 @@ SHA256 = r"[0-9a-f]{64}"
 # relative, '/'-separated; every part starts with a letter, digit or '_': no '', '.', '..', hidden or absolute paths
 RELPATH = r"[A-Za-z0-9_][A-Za-z0-9_.+-]*(/[A-Za-z0-9_][A-Za-z0-9_.+-]*)*"
 HARMLESS = (".DS_Store", "Thumbs.db")  # left by file managers; reported, not refused
+SIGNATURES = "signature.json"  # added after export by `edgesdk sign` (runtime/signing.py): outside the file table
 MAX_DIM = 1 << 20
 
 
@@ -252,6 +254,7 @@ def open_bundle(path: Path, manifest: Manifest) -> Bundle:
 def read_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
     """Open a bundle folder: size cap, format version, field-by-field validation, self-hash, paths, file hashes."""
     root = Path(path)
+    refuse_unfinished(root)  # an interrupted export's staging folder is never a bundle
     manifest_path = root / MANIFEST
     if not root.is_dir():
         raise BundleError(f"bundle '{root}' is not a folder. Pass the folder `edgesdk export` wrote "
@@ -310,7 +313,8 @@ def _check_paths(root: Path, manifest: Manifest) -> None:
         if item.is_symlink():
             raise BundleError(f"bundle '{root}' holds a symlink '{rel}'; a bundle holds plain files only. "
                               "Re-export it.")
-        if item.is_dir() or rel == MANIFEST or rel in manifest.files or item.name in HARMLESS:
+        if item.is_dir() or rel in (MANIFEST, SIGNATURES, INCOMPLETE) or rel in manifest.files \
+                or item.name in HARMLESS:  # INCOMPLETE: refuse_unfinished() decided already
             continue
         if any(rel == c or rel.startswith(c + "/") for c in caches):
             continue

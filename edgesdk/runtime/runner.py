@@ -167,11 +167,17 @@ def _check_batch(batch_size: int) -> int:
     return batch_size
 
 
-def load(path: str | Path, threads: int | None = None, *, verify: bool = True) -> Runner:
+def load(path: str | Path, threads: int | None = None, *, verify: bool = True, trusted_keys=None) -> Runner:
     """Open a bundle folder (verifying every file's sha256) and return a Runner for its backend.
 
     threads: intra-op threads for the runtime (None = the runtime's default).
+    trusted_keys: Ed25519 public keys (PEM paths or bytes); when given, the bundle must be signed by one of them.
     """
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise InputError(f"threads must be a positive integer or None, got {threads!r}.")
-    return Runner(read_bundle(path, verify_hashes=verify), threads)
+    bundle = read_bundle(path, verify_hashes=verify or trusted_keys is not None)
+    if trusted_keys is not None:  # signed by one of these keys, or BundleError (see signing.py)
+        from .signing import require_signature
+
+        require_signature(bundle, trusted_keys)
+    return Runner(bundle, threads)

@@ -1,19 +1,20 @@
 """`edgesdk build-engine BUNDLE` on the device: build the TensorRT engine once, cache it per TensorRT version and GPU.
 
 Uses the TensorRT Python API when it is installed (the same settings as the bundle's build_engine.sh: precision
-flags, min/opt/max profiles, workspace, DLA core with GPU fallback, timing cache); otherwise runs build_engine.sh,
-which needs trtexec. Neither present → a clear error naming what to install.
+flags, min/opt/max profiles, workspace, DLA core with GPU fallback, timing cache); otherwise runs trtexec with
+arguments built from the validated manifest (`trtexec.py`). It never runs the bundle's build_engine.sh, which is
+for people to run by hand. Neither present → a clear error naming what to install.
 """
 
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 from ..errors import BackendNotAvailableError, BundleError
 from .manifest import read_bundle
 from .tensorrt import engine_key
+from .trtexec import build_with_trtexec, validated_settings
 
 
 def build_engine(path: str | Path) -> Path:
@@ -25,13 +26,13 @@ def build_engine(path: str | Path) -> Path:
         import tensorrt  # noqa: F401
         from cuda import cudart  # noqa: F401
     except ImportError:
-        if shutil.which("trtexec"):
-            subprocess.run(["bash", str(bundle.path / "build_engine.sh")], check=True)
-            return next((bundle.path / "engines").glob("*/model.plan"))
+        if shutil.which("trtexec"):  # arguments from the validated manifest; the bundle's script is never run
+            return build_with_trtexec(bundle, shutil.which("trtexec"))
         raise BackendNotAvailableError("building an engine needs TensorRT on this machine: the tensorrt Python "
                                        "package with cuda-python (pip install tensorrt cuda-python, or JetPack), or "
-                                       "trtexec on PATH for build_engine.sh. TensorRT cannot build without an "
+                                       "trtexec on PATH. TensorRT cannot build without an "
                                        "NVIDIA GPU.") from None
+    validated_settings(bundle)  # the same checks the trtexec path makes
     return _build_with_python(bundle)
 
 

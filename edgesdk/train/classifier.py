@@ -31,6 +31,7 @@ from ..errors import InputError, ModelSourceError, require
 from ..evaluate import LabelledSet, label_names
 from ..frontends.hf import TRAINING_RECORD as RECORD
 from ..quant.spec import QuantSpec
+from . import checkpoint
 from .loop import TrainConfig, resolve_device, subset, train
 
 log = logging.getLogger("edgesdk")
@@ -131,12 +132,12 @@ def fine_tune(base_dir: Path, data: LabelledSet, out_dir: Path, config: TrainCon
         label2id={n: i for i, n in enumerate(labels)}, attn_implementation="eager", dtype=torch.float32)
     rows = subset(data, config.limit, config.seed)
     run = train(model, rows, {n: i for i, n in enumerate(labels)}, text_encoder(base_dir, config.max_length),
-                config, out_dir.with_name(f".{out_dir.name}.checkpoint.pt"), f"fine-tune FP32 ({len(rows.texts)} rows)",
+                config, checkpoint.checkpoint_path(out_dir), f"fine-tune FP32 ({len(rows.texts)} rows)",
                 progress)
     record = {"kind": "fp32", "fingerprint": fingerprint, "base": str(base_dir), "labels": labels,
               "data": {"rows": len(data.texts), "digest": data_digest(data)}, "training": run}
     _save(model.to("cpu"), base_dir, out_dir, record)
-    out_dir.with_name(f".{out_dir.name}.checkpoint.pt").unlink(missing_ok=True)
+    checkpoint.remove(checkpoint.checkpoint_path(out_dir))
     return out_dir
 
 
@@ -179,7 +180,7 @@ def quantization_aware_train(fp32_dir: Path, spec: QuantSpec, target_names: list
     quantized = nncf.quantize(model, nncf.Dataset(calibration), **kwargs)
     log.info("nncf: fake quantizers inserted (preset %s) in %.0fs", kwargs["preset"].name, time.perf_counter() - started)
     run = train(quantized, rows, {n: i for i, n in enumerate(labels)}, encode, config,
-                out_dir.with_name(f".{out_dir.name}.checkpoint.pt"), f"QAT INT8 ({len(rows.texts)} rows)", progress)
+                checkpoint.checkpoint_path(out_dir), f"QAT INT8 ({len(rows.texts)} rows)", progress)
     baked, on_grid = _bake(nncf, torch, transformers, quantized, fp32_dir, calibration[0])
     record = {"kind": "qat", "fingerprint": fingerprint, "base": str(fp32_dir), "labels": labels,
               "data": {"rows": len(data.texts), "digest": data_digest(data)}, "training": run,
@@ -190,7 +191,7 @@ def quantization_aware_train(fp32_dir: Path, spec: QuantSpec, target_names: list
                       "activations": "learned ranges used in training only; each target's quantizer recalibrates "
                                      "them on the training texts"}}
     _save(baked, fp32_dir, out_dir, record)
-    out_dir.with_name(f".{out_dir.name}.checkpoint.pt").unlink(missing_ok=True)
+    checkpoint.remove(checkpoint.checkpoint_path(out_dir))
     return out_dir
 
 

@@ -1,9 +1,9 @@
 """Fine-tuning a sequence classifier in PyTorch: one loop shared by the FP32 fine-tune and QAT.
 
 Seeded (python, numpy, torch, data order), a progress bar per run, and a checkpoint every `checkpoint_every`
-steps and at the end, written atomically: a run interrupted (Ctrl-C, a closed laptop) resumes from its last
-checkpoint when started again with the same settings; a checkpoint written under other settings is refused
-rather than silently mixed in.
+steps and at the end, written atomically (safetensors + a JSON sidecar, never pickle: see `checkpoint`): a run
+interrupted (Ctrl-C, a closed laptop) resumes from its last checkpoint when started again with the same settings;
+a checkpoint written under other settings is refused rather than silently mixed in.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -175,33 +174,23 @@ def _threads() -> int:
 
 
 def _resume(model, optimizer, schedule, checkpoint: Path, config: TrainConfig) -> tuple[int, list[float]]:
-    import torch
+    from . import checkpoint as ckpt
 
-    if not checkpoint.is_file():
-        return 0, []
-    state = torch.load(checkpoint, map_location=next(model.parameters()).device, weights_only=False)
-    if state.get("fingerprint") != config.fingerprint():
+    try:
+        found = ckpt.load(checkpoint, model=model, optimizer=optimizer, schedule=schedule,
+                          fingerprint=config.fingerprint())
+    except ckpt.FingerprintMismatch:
         raise InputError(f"checkpoint '{checkpoint}' was written with other training settings; delete it to "
-                         "start over, or rerun with the settings it was made with.")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
-    random.setstate(state["random"])
-    torch.set_rng_state(state["torch_rng"].cpu())
-    log.info("resuming from %s at step %d", checkpoint, state["step"])
-    return int(state["step"]), list(state["losses"])
+                         "start over, or rerun with the settings it was made with.") from None
+    return found or (0, [])
 
 
 def _save_checkpoint(model, optimizer, schedule, checkpoint: Path, config: TrainConfig, step: int,
                      losses: list[float]) -> None:
-    import torch
+    from . import checkpoint as ckpt
 
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    partial = checkpoint.with_name(checkpoint.name + ".partial")
-    torch.save({"fingerprint": config.fingerprint(), "step": step, "losses": losses, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                "random": random.getstate(), "torch_rng": torch.get_rng_state()}, partial)
-    os.replace(partial, checkpoint)
+    ckpt.save(checkpoint, model=model, optimizer=optimizer, schedule=schedule, fingerprint=config.fingerprint(),
+              step=step, losses=losses)
 
 
 class _bar:

@@ -15,6 +15,7 @@ import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .. import outdir
 from ..api import ExportOptions, ExportResult, export, progress_bars
 from ..errors import InputError
 from ..evaluate import LabelledSet, check_labels, label_names, read_labelled
@@ -64,6 +65,8 @@ def _export_trained(options: ExportOptions, training: TrainingOptions) -> Traine
     if options.eval_data:  # before any training: a wrong eval file should not cost a fine-tune
         check_labels(read_labelled(options.eval_data).labels, label_names(data.labels))
     float_groups, qat_targets = _plan(options, training)  # bad targets / precisions fail before training
+    outdir.prepare(options.out, base, sum(len(t) * len(p) for t, p in float_groups) + len(qat_targets),
+                   extra_models=1 + bool(qat_targets))  # --out checked before training (bundles + models/)
     models = Path(options.out) / "models"
     name = f"{_base_name(base)}-{_slug(training.train_data)}"
     fp32_dir = fine_tune(base, data, models / name, training.config, options.progress)
