@@ -60,6 +60,7 @@ class ExportOptions:
     quant: QuantOverrides = field(default_factory=QuantOverrides)
     passes: tuple[str, ...] = PASSES
     progress: bool = True
+    device: tuple[tuple[str, Any], ...] = ()  # [device] overrides (field, value), e.g. from a backend's CLI flags
 
 
 @dataclass
@@ -145,8 +146,9 @@ def _plan(options: ExportOptions) -> list[tuple[TargetProfile, str, QuantSpec | 
     if not options.targets:
         raise InputError("no target given; pass --target NAME (see `edgesdk targets`).")
     plans = []
+    used: set[str] = set()
     for name in options.targets:
-        profile = load_profile(name)
+        profile = _with_device_overrides(load_profile(name), options.device, used)
         exporter = backend(profile.backend)
         if exporter.from_torch and options.model and Path(options.model).suffix == ".onnx":
             raise ModelSourceError(f"target '{profile.name}' ({exporter.name}) converts from the PyTorch module; "
@@ -161,7 +163,28 @@ def _plan(options: ExportOptions) -> list[tuple[TargetProfile, str, QuantSpec | 
             if spec is not None:
                 exporter.check_spec(spec, profile.name)
             plans.append((profile, precision, spec))
+    unused = sorted({k for k, _ in options.device} - used)
+    if unused:
+        raise InputError(f"device setting '{unused[0]}' applies to none of the targets ({', '.join(options.targets)}); "
+                         "drop the flag or add a target whose backend has it (see `edgesdk export --help`).")
     return plans
+
+
+def _with_device_overrides(profile: TargetProfile, overrides, used: set[str]) -> TargetProfile:
+    """The profile with the [device] fields its backend knows replaced, validated by the backend's own type."""
+    from dataclasses import fields as dc_fields
+
+    from .errors import ProfileError
+    from .runtime.schema import encode
+
+    known = {f.name for f in dc_fields(profile.device)}
+    mine = {k: v for k, v in overrides if k in known}
+    if not mine:
+        return profile
+    used.update(mine)
+    device = decode(type(profile.device), dict(encode(profile.device), **mine), ProfileError, "device",
+                    f"target '{profile.name}': ")
+    return replace(profile, device=device)
 
 
 def _prepare(options: ExportOptions, work: Path, opset: int = DEFAULT_OPSET) -> _Shared:

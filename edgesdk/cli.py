@@ -77,7 +77,8 @@ def cmd_export(args) -> int:
         tokenizer=args.tokenizer, out=args.out,
         precisions=tuple(p.strip() for p in args.precision.split(",")) if args.precision else None,
         calibration=args.calibration, fidelity_data=args.fidelity_data, eval_data=args.eval_data, quant=overrides,
-        progress=not args.no_progress)
+        progress=not args.no_progress,
+        device=tuple((k[len("device__"):], v) for k, v in vars(args).items() if k.startswith("device__") and v is not None))
     if args.train_data or args.qat:
         from .train.pipeline import export_trained
 
@@ -235,6 +236,21 @@ def cmd_build_engine(args) -> int:
     return 0
 
 
+def _add_backend_options(parser) -> None:
+    """Flags the backend modules declare (Backend.options), each setting a [device] field of that backend's targets."""
+    from .backends import backends
+
+    group = parser.add_argument_group("backend options", "declared by the backend modules; each sets a [device] "
+                                                        "field of the targets of that backend")
+    seen: dict[str, list[str]] = {}
+    for item in backends().values():
+        for option in item.options:
+            seen.setdefault(option.flag, []).append(item.name)
+            if len(seen[option.flag]) == 1:
+                group.add_argument(option.flag, dest=f"device__{option.field}", type=option.type,
+                                   help=f"[{item.name}] {option.help}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgesdk", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description="Take a trained model to verified, device-ready bundles for edge "
@@ -273,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "runtime before it is written, goes into its manifest")
     p.add_argument("--json", help="also write the summary as JSON to this file")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_backend_options(p)
     t = p.add_argument_group(
         "training a classifier (FP32 fine-tune and QAT)",
         "With --train-data the model (default all-MiniLM-L6-v2) gets a classification head and is fine-tuned on the "

@@ -125,3 +125,16 @@ def test_a_profile_can_be_reached_again_by_its_reference(tmp_path):
     path = write_profile(tmp_path / "jetson.toml", "jetson", name="jetson")  # same name, a user's file
     assert load_profile(str(path)).reference == str(path)
     assert load_profile(load_profile(str(path)).reference).source == str(path)
+
+
+def test_device_overrides_reach_only_the_backends_that_have_the_field():
+    from edgesdk.api import ExportOptions, _plan
+    from edgesdk.errors import InputError
+
+    plans = _plan(ExportOptions(targets=("jetson", "intel"), device=(("workspace_mb", 2048),)))
+    by_target = {p.name: p for p, _, _ in plans}
+    assert by_target["jetson"].device.workspace_mb == 2048 and not hasattr(by_target["intel"].device, "workspace_mb")
+    with pytest.raises(InputError, match="'nope' applies to none of the targets"):
+        _plan(ExportOptions(targets=("intel",), device=(("nope", 1),)))
+    with pytest.raises(ProfileError, match="'device.workspace_mb' = -1 is out of range"):
+        _plan(ExportOptions(targets=("jetson",), device=(("workspace_mb", -1),)))

@@ -54,6 +54,16 @@ class Artefact:
 
 
 @dataclass(frozen=True)
+class BackendOption:
+    """A command-line flag a backend adds to `edgesdk export`: it sets one field of its profiles' [device] table."""
+
+    flag: str  # e.g. "--tune-trials"
+    field: str  # the [device] field it overrides, e.g. "tune_trials"
+    type: Callable[[str], Any] = str
+    help: str = ""
+
+
+@dataclass(frozen=True)
 class Backend:
     name: str
     convert: Callable[[ConvertContext], Artefact]
@@ -67,6 +77,7 @@ class Backend:
     int4: tuple[bool, str] = (False, "not supported")  # weight-only int4: supported?, how / why not
     activation_bytes: Callable[[str, Any, bool], int | None] | None = None  # (precision, device, full_int) → bytes
     from_torch: bool = False  # converts the source's torch module (not the ONNX): needs a PyTorch source
+    options: tuple[BackendOption, ...] = ()  # `edgesdk export` flags that override [device] fields
 
     def check_spec(self, spec: "QuantSpec", profile_name: str) -> None:
         """Refuse, before any work, a QuantSpec value this backend cannot honour, naming what it can."""
