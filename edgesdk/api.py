@@ -450,44 +450,80 @@ def _training_summary(source: SourceModel) -> dict[str, Any] | None:
 
 
 def _measure(runner: Runner, shared: _Shared) -> Fidelity:
-    """Run the staged artefact through the on-device runner (its real runtime) and compare with FP32."""
+    """Run the staged artefact through the on-device runner (its real runtime) and compare with FP32.
+
+    An artefact compiled for fixed sequence lengths is measured at each of them, on the held-out texts that fit it
+    (what the runner sends there); its fidelity is the worst length's, with every length's in `per_length`.
+    """
     out = runner.outputs[0].name
-    feeds, reference = _heldout_for(runner, shared)
-    got = np.concatenate([_pool(shared.source, f, runner.run(f)[out]) for f in feeds])
-    return fidelity(got, reference, f"{shared.source.name} FP32 PyTorch" if shared.source.torch_module
-                    else "FP32 ONNX Runtime", classification=shared.source.task == "classification")
+    reference_name = f"{shared.source.name} FP32 PyTorch" if shared.source.torch_module else "FP32 ONNX Runtime"
+    classification = shared.source.task == "classification"
+    results = {}
+    for length, (feeds, reference) in _heldout_for(runner, shared).items():
+        got = np.concatenate([_pool(shared.source, f, runner.run(f)[out]) for f in feeds])
+        results[length] = fidelity(got, reference, reference_name, classification=classification)
+    if not results:
+        raise EdgeSDKError("no held-out text could be run through this artefact; pass --fidelity-data with texts.")
+    if list(results) == [None]:
+        return results[None]
+    worst = min(results.values(), key=lambda f: f.rank())
+    return replace(worst, per_length={str(k): dict(v.to_dict(), per_length=None) for k, v in results.items()})
 
 
-def _heldout_for(runner: Runner, shared: _Shared) -> tuple[list[dict[str, np.ndarray]], np.ndarray]:
-    """Held-out feeds as this bundle tokenizes them, with the FP32 reference for exactly those feeds.
+def _heldout_for(runner: Runner, shared: _Shared) -> dict[int | None, tuple[list[dict[str, np.ndarray]], np.ndarray]]:
+    """Held-out feeds as this bundle tokenizes them, with the FP32 reference for exactly those feeds, per length.
 
-    Bundles that tokenize like the source share the feeds made once; a static-shape bundle (e.g. seq 128 for
-    NNAPI) or one with a shorter max length pads and truncates differently, so its feeds and reference are made
-    once per tokenization.
+    Bundles that tokenize like the source share the feeds made once (key None); one with a shorter max length or a
+    static length pads and truncates differently, and one compiled for fixed lengths gets the texts that fit each
+    length padded to it: those feeds and references are made once per tokenization and length.
     """
     tok = runner.manifest.tokenizer
-    key = (tok.static_length, tok.max_length)
-    if key == (None, shared.tokenizer_settings["max_length"]):
-        return shared.heldout_feeds, shared.reference
-    if key not in shared.references:
-        texts = shared.heldout_texts
-        feeds = [runner.tokenize(texts[i:i + 16]) for i in range(0, len(texts), 16)]
-        reference = np.concatenate([_pool(shared.source, f, shared.source.reference(f)) for f in feeds])
-        shared.references[key] = (feeds, reference)
-    return shared.references[key]
+    lengths = runner.static_lengths
+    if not lengths and (tok.static_length, tok.max_length) == (None, shared.tokenizer_settings["max_length"]):
+        return {None: (shared.heldout_feeds, shared.reference)}
+    texts = shared.heldout_texts
+    found = {}
+    for length in lengths or (None,):
+        key = (tok.static_length, tok.max_length, length)
+        if key not in shared.references:
+            if length is None:
+                feeds = [runner.tokenize(texts[i:i + 16]) for i in range(0, len(texts), 16)]
+            else:
+                sizes = runner.tokenize(texts)["attention_mask"].sum(axis=1)
+                fit = [t for t, n in zip(texts, sizes) if n <= length]
+                feeds = [runner.tokenize(fit[i:i + 16], pad_to=length) for i in range(0, len(fit), 16)]
+            if not feeds:
+                log.info("  no held-out text fits length %s: that length is checked by golden I/O only", length)
+                continue
+            reference = np.concatenate([_pool(shared.source, f, shared.source.reference(f)) for f in feeds])
+            shared.references[key] = (feeds, reference)
+        found[length] = shared.references[key]
+    return found
 
 
 def _write_golden(staged: _Staged, shared: _Shared) -> mf.GoldenInfo:
     golden = staged.path / "golden"
     golden.mkdir(exist_ok=True)
     runner = staged.runner
-    feeds = runner.tokenize(list(GOLDEN_TEXTS))
-    artefact = _pool(shared.source, feeds, runner.run(feeds)[runner.outputs[0].name])
-    reference = _pool(shared.source, feeds, shared.source.reference(feeds))
-    np.savez(golden / "inputs.npz", **feeds)
-    np.savez(golden / "expected.npz", artefact=artefact, reference=reference)
+    out = runner.outputs[0].name
+
+    def record(feeds: dict[str, np.ndarray], stem: str) -> None:
+        artefact = _pool(shared.source, feeds, runner.run(feeds)[out])
+        reference = _pool(shared.source, feeds, shared.source.reference(feeds))
+        np.savez(golden / f"inputs{stem}.npz", **feeds)
+        np.savez(golden / f"expected{stem}.npz", artefact=artefact, reference=reference)
+
+    record(runner.tokenize(list(GOLDEN_TEXTS)), "")
+    cases = []
+    for length in runner.static_lengths:
+        sizes = runner.tokenize(list(GOLDEN_TEXTS))["attention_mask"].sum(axis=1)
+        fit = [t for t, n in zip(GOLDEN_TEXTS, sizes) if n <= length]
+        if fit:
+            record(runner.tokenize(fit, pad_to=length), f"-L{length}")
+            cases.append(mf.GoldenCase(length, f"golden/inputs-L{length}.npz", f"golden/expected-L{length}.npz"))
     (golden / "texts.txt").write_text("\n".join(GOLDEN_TEXTS) + "\n", encoding="utf-8")
-    return mf.GoldenInfo(inputs="golden/inputs.npz", expected="golden/expected.npz", texts="golden/texts.txt")
+    return mf.GoldenInfo(inputs="golden/inputs.npz", expected="golden/expected.npz", texts="golden/texts.txt",
+                         per_length=tuple(cases))
 
 
 def _write_report(staging: Path, shared: _Shared, outcome: FallbackResult, seconds: float) -> None:

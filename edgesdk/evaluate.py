@@ -6,7 +6,7 @@ adds task metrics on user data: STS-B Spearman, SST-2 accuracy, recall@k of near
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -22,6 +22,7 @@ class Fidelity:
     max_abs_error: float
     reference: str
     top1_agreement: float | None = None  # classifiers: share of texts whose predicted label matches FP32
+    per_length: dict = field(default_factory=dict)  # fixed-length artefacts: each length's fidelity (this = worst)
 
     def meets(self, budget) -> bool:
         """Embeddings: cosine mean and min; classifiers: cosine mean of the probabilities and top-1 agreement."""

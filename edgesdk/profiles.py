@@ -53,6 +53,9 @@ class ShapePolicy:
     policy: str = field(default="dynamic", metadata=check(choices=SHAPE_POLICIES))
     max_seq: int = field(default=256, metadata=check(min=1, max=MAX_DIM))  # longest sequence the device runs
     seq: int = field(default=128, metadata=check(min=1, max=MAX_DIM))  # the static length, or the opt profile
+    # static policy: the sequence lengths built, each a static shape of its own (a batch runs in the smallest that
+    # fits it); empty = just `seq`
+    buckets: tuple[int, ...] = field(default=(), metadata=check(min=1, max=MAX_DIM))
     min_shape: tuple[int, int] = field(default=(1, 1), metadata=check(min=1, max=MAX_DIM))
     opt_shape: tuple[int, int] = field(default=(1, 128), metadata=check(min=1, max=MAX_DIM))
     max_shape: tuple[int, int] = field(default=(8, 256), metadata=check(min=1, max=MAX_DIM))
@@ -62,11 +65,15 @@ class ShapePolicy:
             raise ValueError(f"needs min_shape <= opt_shape <= max_shape per axis, got {list(self.min_shape)}, "
                              f"{list(self.opt_shape)}, {list(self.max_shape)}")
 
+    def static_lengths(self) -> tuple[int, ...]:
+        """The static sequence lengths to build, shortest first."""
+        return tuple(sorted(set(self.buckets))) if self.buckets else (self.seq,)
+
     def planning_shape(self) -> tuple[int, int]:
         """The (batch, seq) the memory plan sizes: the largest this device is asked to run."""
         if self.policy == "profiles":
             return self.max_shape
-        return (1, self.seq) if self.policy == "static" else (1, self.max_seq)
+        return (1, self.static_lengths()[-1]) if self.policy == "static" else (1, self.max_seq)
 
 
 @dataclass(frozen=True)

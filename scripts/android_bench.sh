@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Benchmark an edgesdk Android bundle on a phone with TFLite's benchmark_model, over adb.
 #
-#   scripts/android_bench.sh BUNDLE [--delegate nnapi|gpu|xnnpack] [--threads N] [--runs N]
+#   scripts/android_bench.sh BUNDLE [--delegate nnapi|gpu|xnnpack] [--threads N] [--runs N] [--seq L]
 #
-# Pushes BUNDLE/model.tflite to /data/local/tmp/edgesdk/ and runs benchmark_model with the delegate's flags. The
-# model's inputs are static ([1, seq] int32 token ids, see manifest target.model_input_shape), so benchmark_model
-# takes the shapes from the model and fills the ids with its default small random ints (valid vocabulary ids).
+# Pushes BUNDLE/model.tflite to /data/local/tmp/edgesdk/ and runs benchmark_model with the delegate's flags on the
+# signature seq_L (one static [1, L] int32 signature per bucket, see manifest target.settings.buckets; default the
+# largest), so benchmark_model takes the shapes from the model and fills the ids with small random ints.
 # Without --delegate, the first delegate of the manifest's preference (target.delegates) is used.
 # Needs: adb with one device attached, and benchmark_model for the phone's ABI pushed to
 # /data/local/tmp/benchmark_model (prebuilt android_aarch64_benchmark_model from the LiteRT/TFLite
@@ -17,12 +17,13 @@ set -euo pipefail
 usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 1 ] || usage
 BUNDLE=$1; shift
-DELEGATE="" THREADS=4 RUNS=100
+DELEGATE="" THREADS=4 RUNS=100 SEQ=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --delegate) DELEGATE=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
+    --seq) SEQ=$2; shift 2 ;;
     -h|--help) usage ;;
     *) echo "unknown argument: $1" >&2; usage ;;
   esac
@@ -32,16 +33,18 @@ command -v adb >/dev/null || { echo "adb not found: install Android platform-too
 command -v python3 >/dev/null || { echo "python3 is needed to read the manifest" >&2; exit 2; }
 
 # One line from the manifest: backend, preferred delegate, model shape and the --input_layer* flags.
-read -r BACKEND PREFERRED LAYERS SHAPES < <(python3 - "$BUNDLE/manifest.json" <<'EOF'
+read -r BACKEND PREFERRED LAYERS BUCKETS < <(python3 - "$BUNDLE/manifest.json" <<'EOF'
 import json, sys
 m = json.load(open(sys.argv[1]))
 t = m["target"]
-shape = t.get("model_input_shape") or [1, m["tokenizer"].get("static_length") or 128]
+s = t.get("settings", {})
 names = [i["name"] for i in m["inputs"]]
-print(t["backend"], (t.get("delegates") or ["xnnpack"])[0], ",".join(names),
-      ":".join(",".join(str(d) for d in shape) for _ in names))
+print(t["backend"], (s.get("delegates") or ["xnnpack"])[0], ",".join(names),
+      ",".join(str(b) for b in s.get("buckets") or [128]))
 EOF
 )
+SEQ=${SEQ:-${BUCKETS##*,}}
+case ",$BUCKETS," in *",$SEQ,"*) ;; *) echo "--seq $SEQ is not a bucket of this bundle ($BUCKETS)" >&2; exit 2 ;; esac
 [ "$BACKEND" = "tflite" ] || { echo "$BUNDLE is a $BACKEND bundle, not tflite (Android)" >&2; exit 2; }
 DELEGATE=${DELEGATE:-$PREFERRED}
 case "$DELEGATE" in
@@ -58,7 +61,7 @@ adb shell mkdir -p "$DEVICE_DIR"
 adb push "$BUNDLE/model.tflite" "$DEVICE_DIR/model.tflite" >/dev/null
 MODEL=$(adb shell getprop ro.product.model | tr -d '\r')
 echo "device: $MODEL  android $(adb shell getprop ro.build.version.release | tr -d '\r')"
-echo "bundle: $BUNDLE  delegate: $DELEGATE  threads: $THREADS  inputs: $LAYERS [$SHAPES]"
+echo "bundle: $BUNDLE  delegate: $DELEGATE  threads: $THREADS  inputs: $LAYERS [1, $SEQ] (signature seq_$SEQ)"
 # shellcheck disable=SC2086
 adb shell "$BENCH" --graph="$DEVICE_DIR/model.tflite" --num_threads="$THREADS" --num_runs="$RUNS" \
-  --warmup_runs=10 --enable_op_profiling=false $FLAGS
+  --warmup_runs=10 --enable_op_profiling=false --signature_to_run_for_benchmark="seq_$SEQ" $FLAGS

@@ -19,7 +19,8 @@ MATMUL = "/model/encoder/layer.{}/{}/MatMul"
 
 def _profile(work: Path, **fidelity):
     return write_profile(work / "tiny-android.toml", "android", name="tiny-android",
-                         fidelity=fidelity or {"cosine_mean": 0.98, "cosine_min": 0.9}, quant={"samples": 16})
+                         fidelity=fidelity or {"cosine_mean": 0.98, "cosine_min": 0.9}, quant={"samples": 16},
+                         shapes={"buckets": [16, 128]})
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,9 @@ def test_fp32_bundle_embeds_and_matches_pytorch(android, tiny_model_dir):
     manifest = bundle.manifest
     assert manifest.artefact.entry == "model.tflite" and manifest.fidelity.cosine_min >= 0.9999
     assert {i.dtype for i in manifest.inputs} == {"int32"}
-    assert bundle.settings.model_input_shape == (1, 128) and manifest.tokenizer.static_length == 128
+    assert bundle.settings.buckets == (16, 128) and manifest.tokenizer.static_length is None
+    assert manifest.tokenizer.max_length == 128 and set(manifest.fidelity.per_length) == {"16", "128"}
+    assert [c.length for c in manifest.golden.per_length] == [16, 128]
     assert manifest.runtime_requirements[-1] == "ai-edge-litert==2.3.0"
     texts = ["A man is playing a guitar.", "The report is due on Friday.", "ok"]
     with load(android["fp32"], threads=1) as runner:
@@ -77,19 +80,29 @@ def test_full_integer_op_check_reports_the_main_path(android):
     assert check["verdict"].startswith("full-integer main path"), check
     assert check["float_ops"] == 0 and check["int16_ops"] > 0
     assert any(line.startswith("NNAPI") for line in check["details"])
-    assert manifest.quantization.decisions["calibration"]["samples"] == 16
+    assert manifest.quantization.decisions["calibration"]["rows_per_signature"]["seq_128"] == 16
     assert bundle.settings.delegates == ("nnapi", "xnnpack")
 
 
-def test_static_length_pads_truncates_and_batches(android):
+def test_buckets_pad_truncate_and_batch(android):
     with load(android["fp32"], threads=1) as runner:
         feeds = runner.tokenize(["short", "word " * 500])
         assert feeds["input_ids"].shape == (2, 128) and feeds["input_ids"].dtype == np.int32
         assert feeds["attention_mask"].sum(1).tolist() == [3, 128]
         assert feeds["input_ids"][1, -1] == 102  # truncated, [SEP] kept last
+        assert runner.tokenize(["short"])["input_ids"].shape == (1, 3)  # padded to the batch, not to 128
+        session = runner._session
+        assert [session.bucket_for(n) for n in (3, 16, 17, 128)] == [16, 16, 128, 128]
         batch = runner.embed(["short", "word " * 500, "a third"], batch_size=3)
         single = runner.embed(["word " * 500])
-    assert np.allclose(batch[1], single[0], atol=1e-5)
+        short = runner.embed(["short"])  # runs in the 16-token signature
+        padded = runner.run(runner.tokenize(["short"], pad_to=128))  # the same text in the 128 signature
+    assert np.allclose(batch[1], single[0], atol=1e-5) and np.allclose(batch[0], short[0], atol=1e-5)
+    from edgesdk.runtime.text import pool
+
+    long_form = pool(padded["last_hidden_state"], runner.tokenize(["short"], pad_to=128)["attention_mask"], "mean",
+                     True)
+    assert np.allclose(long_form[0], short[0], atol=1e-4)
 
 
 def test_one_interpreter_per_thread_gives_the_same_answer(android):
@@ -129,7 +142,7 @@ def test_unconvertible_op_is_named():
             return torch.linalg.svd(x)[1]
 
     with pytest.raises(EdgeSDKError, match="no lowering for op '.*_linalg_svd"):
-        convert_module(Svd().eval(), {"x": torch.randn(4, 4)}, Path("/nonexistent/never-written.tflite"))
+        convert_module([("seq_4", Svd().eval(), {"x": torch.randn(4, 4)})], Path("/nonexistent/never-written.tflite"))
 
 
 def test_absent_delegate_gives_a_clear_message(android, monkeypatch, caplog):

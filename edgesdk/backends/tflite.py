@@ -1,5 +1,10 @@
-"""TFLite / LiteRT backend (Android: NNAPI, GPU, XNNPACK): a torch module → .tflite with litert-torch, fixed
-[1, seq] int32 inputs; precisions materialised with ai-edge-quantizer (AEQ).
+"""TFLite / LiteRT backend (Android: NNAPI, GPU, XNNPACK): a torch module → .tflite with litert-torch, one static
+[1, L] int32 signature per sequence bucket L (the profile's shapes.buckets, weights shared between signatures);
+precisions materialised with ai-edge-quantizer (AEQ).
+
+Why one model with several signatures and not one model per bucket: the signatures share every weight buffer
+(measured on the 2-layer test BERT: 3 signatures 8.29 MB vs 8.15 MB for one), each stays static as NNAPI/NPU
+delegates need, and AEQ calibrates and quantizes each signature's subgraph with its own activation ranges.
 
 Why litert-torch and not ONNX → onnx2tf: it lives in the same venv as torch/OpenVINO/NNCF (onnx2tf pins
 TensorFlow 2.19 and numpy 1.26) and its graphs can be calibrated with token-id inputs (docs/android.md).
@@ -38,7 +43,7 @@ from .tflite_ops import check_ops, list_ops, unsupported_op_name
 
 log = logging.getLogger("edgesdk")
 LITERT_REQUIREMENT = "ai-edge-litert==2.3.0"
-SIGNATURE = "serving_default"
+SIGNATURE = "seq_{}"  # the signature of sequence bucket L
 DELEGATES = ("nnapi", "gpu", "xnnpack", "hexagon")
 # ONNX op types a user may name in float_ops, and the TFLite ops they become
 ONNX_TO_TFLITE = {"Softmax": ("SOFTMAX",), "MatMul": ("FULLY_CONNECTED", "BATCH_MATMUL"), "Gemm": ("FULLY_CONNECTED",),
@@ -55,13 +60,17 @@ class TFLiteDevice:
     delegates: tuple[str, ...] = field(default=("xnnpack",), metadata=check(choices=DELEGATES, nonempty=True))
 
 
-def convert_module(module, feeds: dict, target: Path) -> None:
-    """litert-torch conversion; an op it cannot lower becomes an EdgeSDKError naming the op."""
+def convert_module(signatures: list[tuple[str, object, dict]], target: Path) -> None:
+    """litert-torch conversion of (signature name, module, example feeds) into one model; an op it cannot lower
+    becomes an EdgeSDKError naming the op."""
     torch = require("torch", "export")
     litert_torch = require("litert_torch", "android")
     try:
         with torch.no_grad():
-            edge = litert_torch.convert(module, sample_kwargs=feeds)
+            converter = litert_torch
+            for name, module, feeds in signatures:
+                converter = converter.signature(name, module, sample_kwargs=feeds)
+            edge = converter.convert()
     except Exception as exc:  # litert-torch raises RuntimeError / MLIR errors with the op in the text
         op = unsupported_op_name(str(exc))
         if op is None:
@@ -71,31 +80,34 @@ def convert_module(module, feeds: dict, target: Path) -> None:
     edge.export(str(target))
 
 
-def _cache(ctx: ConvertContext, seq: int) -> Path:
-    """Per-export cache (the export's work folder is deleted at its end), keyed by model and seq."""
+def _cache(ctx: ConvertContext, seq: str) -> Path:
+    """Per-export cache (the export's work folder is deleted at its end), keyed by model and buckets."""
     key = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{ctx.source.name}-seq{seq}")
     folder = (ctx.work_dir or ctx.onnx_path.parent) / "tflite-cache" / key
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
-def fp32_tflite(ctx: ConvertContext, seq: int, mul_layernorm: bool) -> tuple[Path, float]:
+def fp32_tflite(ctx: ConvertContext, buckets: tuple[int, ...], mul_layernorm: bool) -> tuple[Path, float]:
     if ctx.source.torch_module is None:
         raise EdgeSDKError(f"the tflite backend converts from the PyTorch module; '{ctx.source.source}' is an ONNX "
                            "file. Pass the Hugging Face model folder instead (--model DIR).")
-    path = _cache(ctx, seq) / ("fp32_mulln.tflite" if mul_layernorm else "fp32.tflite")
+    key = "-".join(map(str, buckets))
+    path = _cache(ctx, key) / ("fp32_mulln.tflite" if mul_layernorm else "fp32.tflite")
     if path.is_file():
         return path, 0.0
     started = time.perf_counter()
     family = ctx.source.family
-    module = family.static_module(ctx.source, seq, mul_layernorm)
+    modules = [(SIGNATURE.format(seq), family.static_module(ctx.source, seq, mul_layernorm),
+                family.example_feeds(ctx.source.input_names, seq)) for seq in buckets]
     partial = path.with_suffix(".partial")
-    convert_module(module, family.example_feeds(ctx.source.input_names, seq), partial)
+    convert_module(modules, partial)
     name_fully_connected_outputs(partial)
     unique_tensor_names(partial)
     partial.rename(path)
     seconds = time.perf_counter() - started
-    log.info("litert-torch: FP32 TFLite [1, %d]%s in %.1fs", seq, " (MUL LayerNorm)" if mul_layernorm else "", seconds)
+    log.info("litert-torch: FP32 TFLite, signatures [1, %s]%s in %.1fs", "|".join(map(str, buckets)),
+             " (MUL LayerNorm)" if mul_layernorm else "", seconds)
     return path, seconds
 
 
@@ -160,27 +172,31 @@ def fp16_weights(fp32: Path, target: Path) -> dict:
 
 
 def unique_tensor_names(path: Path) -> int:
-    """Give every tensor of each subgraph a unique name (AEQ refuses a model with duplicate tensor names).
+    """Give every tensor of the model a unique name (AEQ refuses a model with a name twice, across subgraphs too).
 
-    litert-torch can emit the same fused-location name for two tensors (seen: 6 names twice each in MiniLM's
-    attention projections). The second and later get ';dup<N>' inserted before the name's last ';'-part, so a
-    scope regex anchored on the last part ('.../fc;$') still matches them.
+    litert-torch can emit the same fused-location name for two tensors (MiniLM: 6 names twice each in the attention
+    projections), and every signature's subgraph repeats the names of the others. Repeats get a prefix ('d1:' for
+    the second within a subgraph, 's2:' for subgraph 2): AEQ scopes and the fallback mapping match names with
+    unanchored or end-anchored regexes ('.../fc;$'), which a prefix leaves intact.
     """
     from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model(str(path))
     renamed = 0
-    for graph in model.subgraphs:
+    taken: set[bytes] = set()
+    for index, graph in enumerate(model.subgraphs):
         seen: dict[bytes, int] = {}
         for tensor in graph.tensors:
             name = tensor.name if isinstance(tensor.name, bytes) else str(tensor.name).encode()
             count = seen.get(name, 0)
             seen[name] = count + 1
-            if count:
-                head, sep, last = name.rpartition(b";")
-                tensor.name = (head + b";dup" + str(count).encode() + sep + last) if sep else \
-                    name + b";dup" + str(count).encode()
+            unique = (f"d{count}:".encode() if count else b"") + name
+            if unique in taken:
+                unique = f"s{index}:".encode() + unique
+            if unique != name:
+                tensor.name = unique
                 renamed += 1
+            taken.add(unique)
     if renamed:
         flatbuffer_utils.write_model(model, str(path))
         log.info("tflite: %d duplicate tensor name(s) made unique", renamed)
@@ -242,27 +258,34 @@ def _full_int_quantizer(fp32: Path, scopes, escalate: list[dict], float_ops: tup
     return q
 
 
-def full_integer(ctx: ConvertContext, fp32: Path, target: Path, seq: int, escalate: list[dict]) -> dict:
+def full_integer(ctx: ConvertContext, fp32: Path, target: Path, buckets: tuple[int, ...], escalate: list[dict]
+                 ) -> dict:
     family = ctx.source.family
     if ctx.calibration is None or len(ctx.calibration) == 0:
         raise QuantizationError("full-integer TFLite needs calibration data; none was built.")
     q = _full_int_quantizer(fp32, family.TFLITE_INT16_SCOPES, escalate, ctx.spec.float_ops)
-    feeds = family.static_feeds(ctx.calibration, ctx.source.input_names, seq, ctx.spec.samples)
-    digest = hashlib.sha256(b"".join(f[n].tobytes() for f in feeds for n in sorted(f))).hexdigest()[:16]
-    key = ("tflite-calibration", str(fp32), len(feeds), digest)
+    # each signature is calibrated on the rows it would run: those that fit its length (all rows for the longest)
+    names, feeds = ctx.source.input_names, {}
+    for seq in buckets:
+        fitting = family.static_feeds(ctx.calibration, names, seq, ctx.spec.samples, fitting=seq != buckets[-1])
+        feeds[SIGNATURE.format(seq)] = fitting or family.static_feeds(ctx.calibration, names, seq, ctx.spec.samples)
+    rows = [f for part in feeds.values() for f in part]
+    digest = hashlib.sha256(b"".join(f[n].tobytes() for f in rows for n in sorted(f))).hexdigest()[:16]
+    key = ("tflite-calibration", str(fp32), len(rows), digest)
     started = time.perf_counter()
     if key in ctx.cache:  # the fallback loop's rebuilds: same model, same rows (kept in memory, never pickled)
         result, how = ctx.cache[key], "reused (cached in this export)"
     else:
-        result = ctx.cache[key] = q.calibrate({SIGNATURE: feeds}, num_threads=1)
+        result = ctx.cache[key] = q.calibrate(feeds, num_threads=1)
         how = f"calibrated in {time.perf_counter() - started:.1f}s"
-    log.info("ai-edge-quantizer full-integer: %d calibration samples %s", len(feeds), how)
+    log.info("ai-edge-quantizer full-integer: %d calibration rows over %d signatures %s", len(rows), len(feeds), how)
     q.quantize(result).export_model(str(target), overwrite=True)
     return {"tool": "ai-edge-quantizer", "recipe": "full-integer int8 + int16 (16x8) on the family's sensitive ops",
             "activations": f"int8 asymmetric per-tensor; int16 symmetric on: {family.DESCRIPTION['int16_ops']}",
             "weights": "int8 symmetric per-channel", "embedding_lookup": "int8 table, float rows (hybrid)",
             "layernorm": "rewritten with MUL (same math; AEQ has no int16 SQUARED_DIFFERENCE)",
-            "calibration": {"samples": len(feeds), "method": "minmax", "status": how},
+            "calibration": {"samples": len(rows), "method": "minmax", "status": how,
+                            "rows_per_signature": {sig: len(part) for sig, part in feeds.items()}},
             "int16_fully_connected": [i["onnx"] for i in escalate], "float_ops": list(ctx.spec.float_ops)}
 
 
@@ -289,12 +312,14 @@ def map_keep_float(family, names: tuple[str, ...], fc_scopes: list[str], already
 
 # -- the backend entry point ----------------------------------------------------------------------------------
 def convert(ctx: ConvertContext) -> Artefact:
-    seq = ctx.profile.shapes.seq
+    buckets = tuple(b for b in ctx.profile.shapes.static_lengths() if b <= ctx.source.max_length) or \
+        (ctx.source.max_length,)
     static = ctx.precision == "int8" and ctx.spec.mode == "static"
     family = ctx.source.family
-    fp32, seconds = fp32_tflite(ctx, seq, mul_layernorm=static)
+    fp32, seconds = fp32_tflite(ctx, buckets, mul_layernorm=static)
     target = ctx.out_dir / "model.tflite"
-    decisions: dict = {"converter": "litert-torch", "static_shape": [1, seq], "family": family.NAME,
+    decisions: dict = {"converter": "litert-torch", "signatures": {SIGNATURE.format(b): [1, b] for b in buckets},
+                       "family": family.NAME,
                        **{k: v for k, v in family.DESCRIPTION.items() if k != "int16_ops"},
                        "fp32_conversion_seconds": round(seconds, 1)}
     escalate, skipped = [], []
@@ -311,7 +336,7 @@ def convert(ctx: ConvertContext) -> Artefact:
         elif ctx.precision == "int8" and ctx.spec.mode == "dynamic":
             decisions.update(dynamic_int8(fp32, target, escalate, ctx.spec.float_ops))
         elif static:
-            decisions.update(full_integer(ctx, fp32, target, seq, escalate))
+            decisions.update(full_integer(ctx, fp32, target, buckets, escalate))
         else:
             raise QuantizationError(f"the tflite backend builds fp32, fp16, int8 (--quant-mode static or dynamic); "
                                     f"got {ctx.precision} with mode {ctx.spec.mode}.")
@@ -323,21 +348,24 @@ def convert(ctx: ConvertContext) -> Artefact:
                                 f"{type(exc).__name__}: {str(exc)[:400]}") from exc
     delegates = list(ctx.profile.device.delegates)
     op_check = check_ops(list_ops(target), delegates)
-    # The model itself is [1, seq] (settings.model_input_shape); the session runs a batch's rows one by one, so the
-    # feeds the Runner validates may have any batch size: axis 0 is "batch" here (the Runner checks static dims).
-    inputs = [{"name": n, "dtype": "int32", "shape": ["batch", seq]} for n in ctx.source.input_names]
-    outputs = [{"name": ctx.source.output_name, "dtype": "float32", "shape": ["batch", *_output_shape(target)[1:]]}]
+    # Each signature is [1, L]; the session pads a batch to the smallest bucket that fits and runs its rows one by
+    # one, so the feeds the Runner validates are [batch, sequence] with sequence up to the largest bucket.
+    inputs = [{"name": n, "dtype": "int32", "shape": ["batch", "sequence"]} for n in ctx.source.input_names]
+    out_shape = _output_shape(target, buckets[0])
+    per_token = len(out_shape) == 3 and out_shape[1] == buckets[0]
+    outputs = [{"name": ctx.source.output_name, "dtype": "float32",
+                "shape": ["batch", *(["sequence"] if per_token else []), *out_shape[2 if per_token else 1:]]}]
     return Artefact(format="tflite", entry="model.tflite", files=["model.tflite"], inputs=inputs, outputs=outputs,
-                    settings={"delegates": _preference(delegates, ctx.precision, static), "signature": SIGNATURE,
-                              "model_input_shape": [1, seq], "op_check": op_check},
+                    settings={"delegates": _preference(delegates, ctx.precision, static), "buckets": list(buckets),
+                              "per_token_output": per_token, "op_check": op_check},
                     decisions=decisions, runtime_requirements=[LITERT_REQUIREMENT],
-                    tokenizer={"static_length": seq})
+                    tokenizer={"static_length": None, "max_length": buckets[-1]})
 
 
-def _output_shape(path: Path) -> list[int]:
+def _output_shape(path: Path, seq: int) -> list[int]:
     from ai_edge_litert.interpreter import Interpreter
 
-    details = Interpreter(model_path=str(path)).get_signature_runner(SIGNATURE).get_output_details()
+    details = Interpreter(model_path=str(path)).get_signature_runner(SIGNATURE.format(seq)).get_output_details()
     return [int(d) for d in next(iter(details.values()))["shape"]]
 
 

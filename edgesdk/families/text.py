@@ -131,12 +131,17 @@ def example_feeds(input_names: list[str], seq: int) -> dict[str, Any]:
             for name in input_names}
 
 
-def static_feeds(batches, input_names: list[str], seq: int, limit: int) -> list[dict[str, np.ndarray]]:
-    """Calibration batches (int64 [B, L]) as rows padded / truncated to int32 [1, seq], at most `limit` batches."""
+def static_feeds(batches, input_names: list[str], seq: int, limit: int, fitting: bool = False
+                 ) -> list[dict[str, np.ndarray]]:
+    """Calibration batches (int64 [B, L]) as rows padded / truncated to int32 [1, seq], from at most `limit` batches;
+    `fitting`: only rows whose tokens fit in `seq` (the rows a runner sends to that static length)."""
     feeds = []
     for batch in list(batches)[:limit]:
         rows = len(next(iter(batch.values())))
+        mask = np.asarray(batch["attention_mask"]) if "attention_mask" in batch else None
         for r in range(rows):
+            if fitting and mask is not None and int(mask[r].sum()) > seq:
+                continue
             feed = {}
             for name in input_names:
                 row = np.asarray(batch[name][r])[:seq]

@@ -117,6 +117,16 @@ class FidelityInfo:
     budget: Budget
     top1_agreement: float | None = field(default=None, metadata=check(min=0, max=1))
     attempts: JSON = field(default_factory=list)
+    per_length: JSON = field(default_factory=dict)  # artefacts compiled for fixed lengths: each length's fidelity
+
+
+@dataclass(frozen=True)
+class GoldenCase:
+    """Golden inputs and outputs at one sequence length of an artefact compiled for fixed lengths."""
+
+    length: int = field(metadata=check(min=1, max=MAX_DIM))
+    inputs: str = field(metadata=check(pattern=RELPATH))
+    expected: str = field(metadata=check(pattern=RELPATH))
 
 
 @dataclass(frozen=True)
@@ -124,6 +134,7 @@ class GoldenInfo:
     inputs: str = field(metadata=check(pattern=RELPATH))
     expected: str = field(metadata=check(pattern=RELPATH))
     texts: str = field(metadata=check(pattern=RELPATH))
+    per_length: tuple[GoldenCase, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -196,6 +207,7 @@ class Manifest:
         named = [self.artefact.entry, *self.artefact.files, self.tokenizer.path]
         if self.golden is not None:
             named += [self.golden.inputs, self.golden.expected, self.golden.texts]
+            named += [p for case in self.golden.per_length for p in (case.inputs, case.expected)]
         return named
 
 

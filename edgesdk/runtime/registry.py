@@ -38,6 +38,8 @@ class RuntimeBackend:
     describe: Callable[["Bundle"], list[tuple[str, str]]] = lambda bundle: []  # (label, text) lines for inspect
     warm_up: Callable[[Any], None] = lambda settings: None  # import the runtime + device plugin, no model
     caches: tuple[str, ...] = ()  # bundle sub-folders the runtime may create (e.g. TensorRT engines/)
+    # the static sequence lengths an artefact is compiled for (() = any length): export verifies each one
+    static_lengths: Callable[[Any], tuple[int, ...]] = lambda settings: ()
 
 
 def runtime_backend(name: str) -> RuntimeBackend:

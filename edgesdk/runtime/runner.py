@@ -51,8 +51,14 @@ class Runner:
         """Run raw integer feeds (names and dtypes as in manifest.inputs) and return the raw outputs."""
         return self._infer(self._check_feeds(feeds))
 
-    def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        return self._encoder(check_texts(texts))
+    def tokenize(self, texts: Sequence[str], pad_to: int | None = None) -> dict[str, np.ndarray]:
+        """The model's integer feeds for texts: padded to the longest text, or to exactly `pad_to` tokens."""
+        return self._encoder(check_texts(texts), pad_to)
+
+    @property
+    def static_lengths(self) -> tuple[int, ...]:
+        """The sequence lengths the artefact is compiled for (() = any); a batch runs in the smallest that fits."""
+        return tuple(runtime_backend(self.bundle.backend).static_lengths(self.bundle.settings))
 
     # -- sentence level ----------------------------------------------------------------------------------------
     def embed(self, texts: str | Sequence[str], batch_size: int = 32) -> np.ndarray:

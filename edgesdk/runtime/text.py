@@ -58,6 +58,7 @@ class TextEncoder:
         self.max_length = settings.max_length
         self.static_length = settings.static_length
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
+        self._pad_id = settings.pad_id
         self._tokenizer.enable_truncation(self.static_length or self.max_length)
         padding: dict[str, Any] = {"pad_id": settings.pad_id, "pad_token": settings.pad_token}
         if self.static_length:
@@ -69,14 +70,23 @@ class TextEncoder:
             raise BundleError(f"the bundle's model takes input '{unknown[0]}', which a text tokenizer does not make "
                               f"(it makes {', '.join(TOKEN_COLUMNS)}); feed it with run().")
 
-    def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    def __call__(self, texts: Sequence[str], pad_to: int | None = None) -> dict[str, np.ndarray]:
+        """Feeds padded to the batch's longest text (or the static length); `pad_to`: padded to exactly that many
+        tokens (InputError if a text is longer)."""
         encodings = self._tokenizer.encode_batch(list(texts))
         columns = {
             "input_ids": [e.ids for e in encodings],
             "attention_mask": [e.attention_mask for e in encodings],
             "token_type_ids": [e.type_ids for e in encodings],
         }
-        return {name: np.asarray(columns[name], dtype=dtype) for name, dtype in self._inputs.items()}
+        feeds = {name: np.asarray(columns[name], dtype=dtype) for name, dtype in self._inputs.items()}
+        if pad_to is None:
+            return feeds
+        width = next(iter(feeds.values())).shape[1]
+        if width > pad_to:
+            raise InputError(f"texts tokenize to {width} tokens, more than pad_to={pad_to}.")
+        return {name: np.pad(a, ((0, 0), (0, pad_to - width)), constant_values=self._pad_id if name == "input_ids"
+                             else 0) for name, a in feeds.items()}
 
 
 def pool(hidden: np.ndarray, attention_mask: np.ndarray, pooling: str, normalize: bool) -> np.ndarray:

@@ -1,7 +1,8 @@
-"""LiteRT / TFLite session for Android bundles (model.tflite, fixed [1, seq] int32 inputs).
+"""LiteRT / TFLite session for Android bundles (model.tflite: one static [1, L] int32 signature 'seq_L' per bucket).
 
-Imports only numpy and the LiteRT interpreter (ai_edge_litert, else tflite_runtime). The model is batch 1, so
-infer() runs the rows of a batch one by one and stacks the outputs. One interpreter per thread (a TFLite
+Imports only numpy and the LiteRT interpreter (ai_edge_litert, else tflite_runtime). infer() takes [batch, S]
+feeds, picks the smallest bucket L >= S, pads the sequence to L (mask 0, so the real tokens' outputs are the
+same), runs the rows one by one (each signature is batch 1) and cuts per-token outputs back to S. One interpreter per thread (a TFLite
 interpreter is not thread-safe). Delegates come from the manifest's preference (target.delegates, e.g.
 ["nnapi", "gpu", "xnnpack"]) or EDGESDK_TFLITE_DELEGATES (comma list; "name=/path/lib.so" names a library);
 each is loaded by name when this platform has it, else logged and skipped; XNNPACK (the interpreter's default
@@ -38,11 +39,15 @@ INSTALL = "pip install 'edgesdk[tflite]' (or ai-edge-litert / tflite-runtime)"
 
 @dataclass(frozen=True)
 class TFLiteSettings:
+    buckets: tuple[int, ...] = field(metadata=check(min=1, max=1 << 20, nonempty=True))  # signature seq_L per L
+    per_token_output: bool = True  # outputs [1, L, H] (cut back to the batch's length) or [1, C]
     delegates: tuple[str, ...] = field(default=("xnnpack",), metadata=check(
         choices=(*DELEGATE_LIBRARIES, *CPU_DELEGATES)))
-    signature: str = field(default="serving_default", metadata=check(nonempty=True))
-    model_input_shape: tuple[int, ...] = field(default=(1, 128), metadata=check(min=1, max=1 << 20))
     op_check: JSON | None = None  # what NNAPI / the GPU delegate take of the ops (display only)
+
+    def __post_init__(self):
+        if list(self.buckets) != sorted(set(self.buckets)):
+            raise ValueError(f"'buckets' must be increasing without repeats, got {list(self.buckets)}")
 
 
 def interpreter_module():
@@ -88,7 +93,8 @@ class TFLiteSession:
         self._model = bundle.artefact.read_bytes()
         self._path = bundle.artefact
         self._threads = threads
-        self._signature = bundle.settings.signature
+        self._buckets: tuple[int, ...] = bundle.settings.buckets
+        self._per_token = bundle.settings.per_token_output
         self._output_names = [o.name for o in bundle.manifest.outputs]
         self._choice, self.delegate = self._choose_delegate(bundle)
         self._local = threading.local()
@@ -109,32 +115,42 @@ class TFLiteSession:
         return None, "xnnpack"
 
     def _interpreter(self):
-        runner = getattr(self._local, "runner", None)
-        if runner is not None:
-            return runner
+        local = getattr(self._local, "interpreter", None)
+        if local is not None:
+            return local
         delegates = [load_delegate(*self._choice)] if self._choice else None  # a delegate serves one interpreter
         try:
             interpreter = self._module.Interpreter(model_content=self._model, num_threads=self._threads,
                                                    experimental_delegates=delegates)
-            runner = interpreter.get_signature_runner(self._signature)
+            runners = {b: interpreter.get_signature_runner(f"seq_{b}") for b in self._buckets}
         except (ValueError, RuntimeError) as exc:
-            raise BundleError(f"LiteRT cannot load {self._path}: {str(exc).strip()[:300]}. The .tflite is damaged or "
-                              "not a TFLite model; re-export the bundle.") from exc
-        self._local.runner = runner
+            raise BundleError(f"LiteRT cannot load {self._path}: {str(exc).strip()[:300]}. The .tflite is damaged, "
+                              "not a TFLite model or lacks a bucket's signature; re-export the bundle.") from exc
+        self._local.runners = runners
         self._local.interpreter = interpreter
-        return runner
+        return interpreter
+
+    def bucket_for(self, length: int) -> int:
+        """The smallest bucket that holds `length` tokens (the Runner caps lengths at the largest)."""
+        return next((b for b in self._buckets if b >= length), self._buckets[-1])
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        runner = self._interpreter()
+        self._interpreter()
+        length = next(iter(feeds.values())).shape[1]
+        bucket = self.bucket_for(length)
+        runner = self._local.runners[bucket]
         inputs = runner.get_input_details()
         details = runner.get_output_details()
         rows = len(next(iter(feeds.values())))
+        padded = {name: np.pad(np.asarray(feeds[name])[:, :bucket], ((0, 0), (0, max(0, bucket - length))))
+                  for name in inputs}
         results: list[list[np.ndarray]] = [[] for _ in details]
         for r in range(rows):
-            out = runner(**{name: np.ascontiguousarray(feeds[name][r:r + 1], dtype=inputs[name]["dtype"])
+            out = runner(**{name: np.ascontiguousarray(padded[name][r:r + 1], dtype=inputs[name]["dtype"])
                             for name in inputs})
             for i, (key, detail) in enumerate(details.items()):
-                results[i].append(_dequantize(out[key], detail))
+                value = _dequantize(out[key], detail)
+                results[i].append(value[:, :length] if self._per_token and value.ndim == 3 else value)
         return {name: np.concatenate(parts) for name, parts in zip(self._output_names, results)}
 
     def close(self) -> None:
@@ -156,7 +172,8 @@ def open_session(bundle: Bundle, threads: int | None) -> TFLiteSession:
 
 def _describe(bundle: Bundle) -> list[tuple[str, str]]:
     s: TFLiteSettings = bundle.settings
-    lines = [("tflite", f"model input {list(s.model_input_shape)}, delegates {', '.join(s.delegates)}")]
+    lines = [("tflite", f"signatures {', '.join(f'seq_{b} [1, {b}]' for b in s.buckets)}; delegates "
+                        f"{', '.join(s.delegates)}")]
     if isinstance(s.op_check, dict):
         lines.append(("op check", str(s.op_check.get("verdict", ""))))
         lines += [("", str(line)) for line in s.op_check.get("details", []) or []]
@@ -165,4 +182,5 @@ def _describe(bundle: Bundle) -> list[tuple[str, str]]:
 
 RUNTIME = RuntimeBackend(name="tflite", label="LiteRT CPU (XNNPACK) or a delegate",
                          open_session=open_session, settings=TFLiteSettings, install=INSTALL,
-                         describe=_describe, warm_up=lambda settings: interpreter_module())
+                         describe=_describe, warm_up=lambda settings: interpreter_module(),
+                         static_lengths=lambda settings: settings.buckets)

@@ -45,24 +45,31 @@ def verify_bundle(path: str | Path, threads: int | None = None) -> VerifyResult:
         if golden is None or fid is None:
             raise BundleError(f"bundle '{path}' has no golden I/O or fidelity record, so it cannot check itself; "
                               "re-export it with `edgesdk export`.")
-        feeds = _load_npz(runner.bundle.file(golden.inputs), path)
-        expected = _load_npz(runner.bundle.file(golden.expected), path)
-        if not {"artefact", "reference"} <= expected.keys():
-            raise BundleError(f"bundle '{path}': {golden.expected} lacks the 'artefact' and 'reference' arrays; "
-                              "re-export it.")
-        raw = runner.run(feeds)[runner.outputs[0].name]
-        got = pool(raw, feeds["attention_mask"], runner.pooling, runner.normalize)
-        if got.shape != expected["artefact"].shape or got.shape != expected["reference"].shape:
-            raise BundleError(f"bundle '{path}': golden outputs have shape {expected['artefact'].shape}, the bundle "
-                              f"gives {got.shape}; re-export it.")
-        vs_export = float(cosine_rows(got, expected["artefact"]).min())
-        vs_fp32 = float(cosine_rows(got, expected["reference"]).min())
+        vs_export, vs_fp32 = 1.0, 1.0
+        cases = [(golden.inputs, golden.expected), *((c.inputs, c.expected) for c in golden.per_length)]
+        for inputs, expected_file in cases:  # the natural padding, then each compiled length
+            export_min, fp32_min = _compare(runner, path, inputs, expected_file)
+            vs_export, vs_fp32 = min(vs_export, export_min), min(vs_fp32, fp32_min)
         budget = fid.budget.cosine_min
         # classifiers: the FP32 budget is top-1 agreement over the export's held-out set, not a per-text cosine
         # (four golden texts near a decision boundary would swing it); the self-consistency check still applies
         fp32_ok = vs_fp32 >= budget or runner.task == "classification"
         return VerifyResult(str(path), True, round(vs_export, 6), round(vs_fp32, 6), budget,
                             vs_export >= SELF_CONSISTENCY and fp32_ok)
+
+
+def _compare(runner, path, inputs: str, expected_file: str) -> tuple[float, float]:
+    """(min cosine vs the export-time outputs, min cosine vs the FP32 reference) of one golden case."""
+    feeds = _load_npz(runner.bundle.file(inputs), path)
+    expected = _load_npz(runner.bundle.file(expected_file), path)
+    if not {"artefact", "reference"} <= expected.keys():
+        raise BundleError(f"bundle '{path}': {expected_file} lacks the 'artefact' and 'reference' arrays; re-export it.")
+    raw = runner.run(feeds)[runner.outputs[0].name]
+    got = pool(raw, feeds["attention_mask"], runner.pooling, runner.normalize)
+    if got.shape != expected["artefact"].shape or got.shape != expected["reference"].shape:
+        raise BundleError(f"bundle '{path}': golden outputs in {expected_file} have shape {expected['artefact'].shape}, "
+                          f"the bundle gives {got.shape}; re-export it.")
+    return float(cosine_rows(got, expected["artefact"]).min()), float(cosine_rows(got, expected["reference"]).min())
 
 
 def _load_npz(path: Path, bundle: str | Path) -> dict[str, np.ndarray]:
