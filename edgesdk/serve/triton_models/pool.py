@@ -14,7 +14,8 @@ import triton_python_backend_utils as pb_utils
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        # protobuf JSON leaves out empty strings, so a missing string_value means ""
+        params = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
         self.pooling, self.normalize = params["pooling"], params["normalize"] == "true"
         self.states, self.output = params["states"], params["output"]
 

@@ -16,7 +16,8 @@ class TritonPythonModel:
         from tokenizers import Tokenizer
 
         config = json.loads(args["model_config"])
-        params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        # protobuf JSON leaves out empty strings, so a missing string_value means ""
+        params = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
         folder = Path(args["model_repository"]) / str(args["model_version"])
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         static = int(params["static_length"]) if params.get("static_length") else None
