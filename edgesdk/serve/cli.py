@@ -75,7 +75,9 @@ def cmd_serve(args) -> int:
                            threads=args.threads, max_inputs=args.max_inputs, max_body_bytes=args.max_body_bytes,
                            auto_truncate=args.auto_truncate, batching=args.batching).check()
     if args.ray:
-        from .ray import RayOptions, serve_ray
+        # absolute: import-linter resolves `from .ray` / `from .triton` to edgesdk itself (ray and triton are
+        # also top-level packages) and would report a false export-side import
+        from edgesdk.serve.ray import RayOptions, serve_ray
 
         return serve_ray(args.bundle, options, RayOptions(args.replicas, args.address, args.num_cpus))
     from .app import serve
@@ -84,7 +86,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_triton(args) -> int:
-    from .triton import TritonOptions, write_repository
+    from edgesdk.serve.triton import TritonOptions, write_repository
 
     written = write_repository(args.bundles, args.out, TritonOptions(args.max_batch, args.max_queue_delay_us,
                                                                     args.instances))
