@@ -212,13 +212,12 @@ def test_padding_does_not_change_vectors_on_onnxruntime_and_by_length_batching_a
     """The check the server makes at start-up, plus the equal-length mode it would fall back to."""
     info = bundle_info(runner)
     counter = TokenCounter(info["tokenizer_path"], info["max_length"])
-    padded = rows_function(runner, info, counter, "padded", 32)
-    assert not padding_changes_results(padded)
-    by_length = rows_function(runner, info, counter, "by-length", 32)
+    assert not padding_changes_results(rows_function(runner, info, counter, "plain", 32))
     texts = TEXTS * 3
-    assert np.array_equal(by_length(texts), runner.embed(texts))
     alone = np.stack([runner.embed([t])[0] for t in texts])
-    assert np.array_equal(padded(texts), alone)
+    for mode in ("padded", "by-length"):
+        for runner_batch in (2, 32):  # sorted by length, in calls of runner_batch texts
+            assert np.array_equal(rows_function(runner, info, counter, mode, runner_batch)(texts), alone)
 
 
 def test_batcher_groups_concurrent_requests_without_splitting_them(runner):

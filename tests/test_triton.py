@@ -68,7 +68,8 @@ def test_every_config_parses_as_a_triton_model_config_and_the_ensemble_is_wired(
         c = configs[name]
         assert c.max_batch_size == 16 and c.dynamic_batching.max_queue_delay_microseconds == 5000
         assert list(c.dynamic_batching.preferred_batch_size) == [4, 8, 16]
-        assert c.instance_group[0].count == 2 and c.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+        assert c.instance_group[0].count == 2
+        assert c.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
         assert [i.name for i in c.input] == ["input_ids", "attention_mask", "token_type_ids"]
         assert list(c.output[0].dims) == [-1, 64]
     assert (repo / "tiny_model" / "1" / "model.onnx").is_file()
@@ -165,7 +166,7 @@ def test_python_backend_models_reproduce_the_runners_embeddings(repo, tiny_expor
     np.testing.assert_allclose(vectors, expected, rtol=0, atol=1e-6)
 
 
-def test_python_backend_models_reproduce_the_runners_class_probabilities(repo, classifier_bundle, monkeypatch):  # noqa: F811
+def test_python_backend_models_reproduce_the_runners_probabilities(repo, classifier_bundle, monkeypatch):  # noqa: F811
     scores = run_ensemble(repo, "tiny_cls", TEXTS, monkeypatch)
     with load(classifier_bundle, threads=1) as runner:
         expected = runner.classify(TEXTS).probabilities

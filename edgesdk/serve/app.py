@@ -3,10 +3,11 @@
     from edgesdk.serve import ServeOptions, build_app
     app = build_app("dist/all-minilm-l6-v2-onnxruntime-int8", ServeOptions(max_batch=32, max_wait_ms=5))
 
-The app owns one Runner and one Batcher; `protocol.Service` does the HTTP API. Batches mix texts of different
-lengths (padded to the longest) only when padding provably does not change a text's vector on this bundle: at
-start-up a short text is run alone and beside a long one, and unless the two vectors are bit-identical, batches are
-split into runner calls of equal token length (no padding at all). `GET /info` says which mode is on.
+The app owns one Runner and one Batcher; `protocol.Service` does the HTTP API. A batch (up to max_batch texts
+from concurrent requests) is sorted by token length and run in calls of runner_batch texts. Calls mix lengths
+(padded to the longest) only when padding provably does not change a text's vector on this bundle: at start-up a
+short text is run alone and beside a long one, and unless the two vectors are bit-identical, calls hold texts of
+one token length only (no padding at all). `GET /info` says which mode is on.
 Binds 127.0.0.1 unless told otherwise; SIGTERM stops accepting, answers what is in flight, and exits 0.
 """
 
@@ -40,8 +41,9 @@ PROBE_LONG = "a much longer sentence, padded beside the short one, to see whethe
 class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8080
-    max_batch: int = 32
+    max_batch: int = 32     # texts the batcher collects across requests
     max_wait_ms: float = 5.0
+    runner_batch: int = 8   # texts per runner call, sorted by length (CPU: larger padded calls are slower per text)
     threads: int | None = None
     max_inputs: int = 128
     max_body_bytes: int = 2 * 1024 * 1024
@@ -49,7 +51,7 @@ class ServeOptions:
     batching: str = "auto"  # auto | padded | by-length
 
     def check(self) -> "ServeOptions":
-        for name in ("max_batch", "max_inputs", "max_body_bytes"):
+        for name in ("max_batch", "runner_batch", "max_inputs", "max_body_bytes"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise InputError(f"{name} must be a positive integer, got {value!r}.")
@@ -86,30 +88,42 @@ class TokenCounter:
 
 
 def rows_function(runner: Runner, info: dict[str, Any], counter: TokenCounter, mode: str,
-                  max_batch: int) -> Callable[[list[str]], np.ndarray]:
-    """texts -> the model's rows (pooled vectors or class probabilities), padded or grouped by equal length."""
+                  runner_batch: int) -> Callable[[list[str]], np.ndarray]:
+    """texts -> the model's rows (pooled vectors or class probabilities) for one batch of the batcher.
+
+    The batch's texts are sorted by token length and run in calls of at most `runner_batch` texts, so little
+    compute goes to padding; "by-length" additionally never mixes two lengths in one call (no padding at all).
+    "plain" runs the texts as given, in one call per runner_batch (the reference for the padding probe).
+    """
     if info["task"] == "classification":
         def run(texts: list[str]) -> np.ndarray:
-            return runner.classify(texts, batch_size=max_batch).probabilities
+            return runner.classify(texts, batch_size=runner_batch).probabilities
     else:
         def run(texts: list[str]) -> np.ndarray:
-            return runner.embed(texts, batch_size=max_batch)
-    if mode == "padded" or info["static_length"]:  # static shapes pad every text to the same length anyway
+            return runner.embed(texts, batch_size=runner_batch)
+    if mode == "plain" or info["static_length"]:  # static shapes pad every text to the same length anyway
         return run
 
-    def by_length(texts: list[str]) -> np.ndarray:
-        groups: dict[int, list[int]] = defaultdict(list)
-        for index, length in enumerate(counter.lengths(texts)):
-            groups[length].append(index)
+    def sorted_calls(texts: list[str]) -> np.ndarray:
+        lengths = counter.lengths(texts)
+        order = sorted(range(len(texts)), key=lengths.__getitem__)
+        calls, current = [], []
+        for index in order:
+            if current and (len(current) == runner_batch or
+                            (mode == "by-length" and lengths[index] != lengths[current[0]])):
+                calls.append(current)
+                current = []
+            current.append(index)
+        calls.append(current)
         rows: np.ndarray | None = None
-        for indices in groups.values():
+        for indices in calls:
             part = run([texts[i] for i in indices])
             if rows is None:
                 rows = np.empty((len(texts),) + part.shape[1:], dtype=part.dtype)
             rows[indices] = part
         return rows
 
-    return by_length
+    return sorted_calls
 
 
 def padding_changes_results(run: Callable[[list[str]], np.ndarray]) -> bool:
@@ -124,7 +138,7 @@ def choose_batching(runner: Runner, info: dict[str, Any], counter: TokenCounter,
         return options.batching
     if info["static_length"]:
         return "padded"
-    plain = rows_function(runner, info, counter, "padded", options.max_batch)
+    plain = rows_function(runner, info, counter, "plain", options.runner_batch)
     mode = "by-length" if padding_changes_results(plain) else "padded"
     log.info("batching: %s (padding %s a text's vector on this bundle)", mode,
              "changes" if mode == "by-length" else "does not change")
@@ -142,12 +156,13 @@ class LocalEngine:
                                                                      or self.info["max_length"]))
         self.batching = choose_batching(self.runner, self.info, self.counter, options)
         self.metrics = Metrics()
-        run = rows_function(self.runner, self.info, self.counter, self.batching, options.max_batch)
+        run = rows_function(self.runner, self.info, self.counter, self.batching, options.runner_batch)
         self.batcher = Batcher(run, BatchOptions(options.max_batch, options.max_wait_ms), self.metrics)
         self.service = Service(self.info, options.limits, embed_rows=self.batcher.submit,
                                classify_rows=self.batcher.submit, count_tokens=self.counter, metrics=self.metrics,
                                extra_info={"max_batch": options.max_batch, "max_wait_ms": options.max_wait_ms,
-                                           "batching": self.batching, "threads": options.threads,
+                                           "runner_batch": options.runner_batch, "batching": self.batching,
+                                           "threads": options.threads,
                                            "replicas": 1})
 
     async def startup(self) -> None:

@@ -21,8 +21,8 @@ examples:
   edgesdk serve dist/all-minilm-l6-v2-onnxruntime-int8 --ray --replicas 2            # local Ray cluster
   edgesdk serve dist/all-minilm-l6-v2-onnxruntime-int8 --ray --address ray://head:10001 --replicas 4"""
 
-TRITON_EPILOG = """Writes, per bundle NAME: NAME_model (the artefact: onnxruntime_onnx, openvino, or tensorrt_plan when the
-bundle holds a built engine), NAME_tokenize and NAME_pool (Python backend: tokenization, pooling), and NAME, an
+TRITON_EPILOG = """Writes, per bundle NAME: NAME_model (the artefact: onnxruntime_onnx, openvino, or tensorrt_plan
+when the bundle holds a built engine), NAME_tokenize and NAME_pool (Python backend: tokenization, pooling), and NAME, an
 ensemble that takes text (TYPE_STRING) and returns embeddings or class probabilities.
 example:
   edgesdk triton dist/all-minilm-l6-v2-onnxruntime-int8 --out model_repository
@@ -41,6 +41,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-batch", type=int, default=32, help="texts per runner call (default 32; with --ray: "
                                                              "requests per batch)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits to fill (default 5)")
+    p.add_argument("--runner-batch", type=int, default=8, help="texts per runner call: a batch is sorted by length and "
+                                                              "run in calls of this many (default 8)")
     p.add_argument("--threads", type=int, help="runtime threads per runner (default: the runtime's)")
     p.add_argument("--max-inputs", type=int, default=128, help="texts per request (default 128)")
     p.add_argument("--max-body-bytes", type=int, default=2 * 1024 * 1024, help="request body limit (default 2 MiB)")
@@ -72,7 +74,8 @@ def cmd_serve(args) -> int:
     from .app import ServeOptions
 
     options = ServeOptions(host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                           threads=args.threads, max_inputs=args.max_inputs, max_body_bytes=args.max_body_bytes,
+                           runner_batch=args.runner_batch, threads=args.threads, max_inputs=args.max_inputs,
+                           max_body_bytes=args.max_body_bytes,
                            auto_truncate=args.auto_truncate, batching=args.batching).check()
     if args.ray:
         # absolute: import-linter resolves `from .ray` / `from .triton` to edgesdk itself (ray and triton are

@@ -51,12 +51,13 @@ class Replica:
         info = bundle_info(self.runner)
         counter = TokenCounter(info["tokenizer_path"], int(info["static_length"] or info["max_length"]))
         mode = choose_batching(self.runner, info, counter, self.options)
-        self._run = rows_function(self.runner, info, counter, mode, self.options.max_batch)
+        self._run = rows_function(self.runner, info, counter, mode, self.options.runner_batch)
         self.rows.set_max_batch_size(self.options.max_batch)
         self.rows.set_batch_wait_timeout_s(self.options.max_wait_ms / 1000)
         self.service = Service(info, self.options.limits, embed_rows=self.rows, classify_rows=self.rows,
                                count_tokens=counter,
                                extra_info={"max_batch": self.options.max_batch, "max_wait_ms": self.options.max_wait_ms,
+                                           "runner_batch": self.options.runner_batch,
                                            "batching": f"ray serve.batch, {mode}", "threads": self.options.threads,
                                            "replica": _replica_name()})
 
