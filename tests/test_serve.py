@@ -336,6 +336,25 @@ def test_cli_refuses_a_missing_bundle_with_one_error_line(tmp_path):
 
 
 # -- Ray Serve ---------------------------------------------------------------------------------------------
+def test_build_app_takes_serve_run_arguments(tiny_bundle):
+    """What `serve run edgesdk.serve.ray:build_app bundle=... replicas=2 max_batch=16` does, minus the cluster."""
+    pytest.importorskip("ray")
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+
+    from edgesdk.errors import InputError
+    from edgesdk.serve.ray import build_app as build_ray_app
+
+    app = call_user_app_builder_with_args_if_necessary(
+        build_ray_app, {"bundle": str(tiny_bundle), "replicas": "2", "max_batch": "16", "auto_truncate": "true"})
+    deployment = app._bound_deployment
+    assert deployment.num_replicas == 2
+    assert deployment.init_args[1]["max_batch"] == 16 and deployment.init_args[1]["auto_truncate"] is True
+    with pytest.raises(InputError, match="unknown build_app argument 'max_batches'"):
+        build_ray_app({"bundle": str(tiny_bundle), "max_batches": "16"})
+    with pytest.raises(InputError, match="is not a folder here"):
+        build_ray_app("/nonexistent/bundle")
+
+
 @pytest.mark.ray
 def test_ray_serve_answers_like_the_local_server_and_leaves_no_processes(tiny_bundle, runner):
     pytest.importorskip("ray")

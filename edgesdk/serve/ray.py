@@ -88,30 +88,37 @@ def _deployment(replicas: int, options: dict[str, Any]):
                             ray_actor_options={"num_cpus": options.get("threads") or 1})
 
 
-def build_app(bundle: str | dict[str, Any], replicas: int = 1, options: Any = None):
+def build_app(bundle: str | dict[str, Any]):
     """The Ray Serve application for `serve run edgesdk.serve.ray:build_app bundle=PATH [replicas=N] ...`.
 
-    bundle: a path, or the dict `serve run` passes (bundle=..., replicas=..., and ServeOptions fields such as
-    max_batch, max_wait_ms, threads, max_inputs, auto_truncate, as strings).
+    bundle: a path, or the dict `serve run` passes: bundle=..., replicas=..., and ServeOptions fields such as
+    max_batch, max_wait_ms, runner_batch, threads, max_inputs, auto_truncate (as strings). Ray wants exactly one
+    parameter here.
     """
     from .app import ServeOptions
 
-    settings = asdict(options or ServeOptions())
-    if isinstance(bundle, dict):
-        args = dict(bundle)
-        if "bundle" not in args:
-            raise InputError("build_app needs bundle=PATH, e.g. serve run edgesdk.serve.ray:build_app bundle=dist/b")
-        path, replicas = args.pop("bundle"), int(args.pop("replicas", replicas))
-        for key, value in args.items():
-            if key not in settings:
-                raise InputError(f"unknown build_app argument '{key}'; use bundle, replicas or {sorted(settings)}.")
-            settings[key] = _parse(value, settings[key])
-    else:
-        path = bundle
-    ServeOptions(**settings).check()
-    if not Path(path).is_dir():
-        raise InputError(f"bundle '{path}' is not a folder here (every Ray node needs it at the same path).")
-    return _deployment(int(replicas), settings).bind(str(Path(path).resolve()), settings)
+    if not isinstance(bundle, dict):
+        return application(bundle, 1, ServeOptions())
+    args = dict(bundle)
+    if "bundle" not in args:
+        raise InputError("build_app needs bundle=PATH, e.g. serve run edgesdk.serve.ray:build_app bundle=dist/b")
+    path, replicas = args.pop("bundle"), int(args.pop("replicas", 1))
+    settings = asdict(ServeOptions())
+    for key, value in args.items():
+        if key not in settings:
+            raise InputError(f"unknown build_app argument '{key}'; use bundle, replicas or {sorted(settings)}.")
+        settings[key] = _parse(value, settings[key])
+    return application(path, replicas, ServeOptions(**settings))
+
+
+def application(bundle: str | Path, replicas: int, options: Any):
+    """The bound deployment: `replicas` replicas of the bundle with these ServeOptions."""
+    options.check()
+    if not isinstance(replicas, int) or replicas < 1:
+        raise InputError(f"replicas must be a positive integer, got {replicas!r}.")
+    if not Path(bundle).is_dir():
+        raise InputError(f"bundle '{bundle}' is not a folder here (every Ray node needs it at the same path).")
+    return _deployment(replicas, asdict(options)).bind(str(Path(bundle).resolve()), asdict(options))
 
 
 def _parse(value: Any, current: Any) -> Any:
@@ -130,7 +137,7 @@ def serve_ray(bundle: str, options: Any, ray_options: RayOptions) -> int:
     """Start (or join) Ray, run the app on options.host:options.port until SIGTERM / Ctrl-C, then shut it down."""
     import ray
 
-    app = build_app(bundle, ray_options.replicas, options)
+    app = application(bundle, ray_options.replicas, options)
     stop = threading.Event()
     local = ray_options.address is None
     ray.init(address=ray_options.address, num_cpus=ray_options.num_cpus if local else None,
