@@ -353,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .plan.cli import add_parser as add_plan_parser
 
     add_plan_parser(sub)
+    from .serve.cli import add_parser as add_serve_parsers
+
+    add_serve_parsers(sub)
     return parser
 
 

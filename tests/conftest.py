@@ -97,3 +97,17 @@ def bundle_copy(tiny_bundle, tmp_path) -> Path:
     target = tmp_path / tiny_bundle.name
     shutil.copytree(tiny_bundle, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def jetson_fp16(tmp_path_factory, tiny_model_dir) -> Path:
+    """A TensorRT (jetson) fp16 bundle of the tiny BERT: its ONNX runs on ONNX Runtime's CPU provider here."""
+    from edgesdk.api import ExportOptions, export
+
+    work = tmp_path_factory.mktemp("jetson-fp16")
+    profile = write_profile(work / "tiny-jetson.toml", "jetson", name="tiny-jetson",
+                            shapes={"min_shape": [1, 16], "opt_shape": [1, 64], "max_shape": [4, 128],
+                                    "max_seq": 128})
+    result = export(ExportOptions(targets=(str(profile),), model=str(tiny_model_dir), out=str(work / "dist"),
+                                  precisions=("fp16",), fidelity_samples=16, progress=False))
+    return Path(result.bundles[0].path)

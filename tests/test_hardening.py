@@ -379,20 +379,6 @@ Path(plan).write_bytes(b"stand-in engine")
 """
 
 
-@pytest.fixture(scope="module")
-def jetson_fp16(tmp_path_factory, tiny_model_dir) -> Path:
-    from conftest import write_profile
-    from edgesdk.api import ExportOptions, export
-
-    work = tmp_path_factory.mktemp("jetson-harden")
-    profile = write_profile(work / "tiny-jetson.toml", "jetson", name="tiny-jetson",
-                            shapes={"min_shape": [1, 16], "opt_shape": [1, 64], "max_shape": [4, 128],
-                                    "max_seq": 128})
-    result = export(ExportOptions(targets=(str(profile),), model=str(tiny_model_dir), out=str(work / "dist"),
-                                  precisions=("fp16",), fidelity_samples=16, progress=False))
-    return Path(result.bundles[0].path)
-
-
 def _with_stand_in_trtexec(tmp_path: Path) -> tuple[dict, Path]:
     import os
     import sys

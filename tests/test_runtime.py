@@ -17,7 +17,7 @@ def test_embed_shape_and_normalisation(runner):
     vectors = runner.embed(["hello world", "edge devices are small"])
     assert vectors.shape == (2, 64)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(runner.encode("hello world")[0], vectors[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(runner.encode("hello world"), vectors[0], rtol=1e-5, atol=1e-6)
 
 
 def test_batching_does_not_change_results(runner):

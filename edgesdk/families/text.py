@@ -167,6 +167,18 @@ def is_attention_score(onnx_name: str) -> bool:
     return re.search(r"layer\.\d+/attention/self/MatMul", onnx_name) is not None
 
 
+def read_prompts(folder) -> tuple[dict, str | None, str | None]:
+    """(prompts, default_prompt_name, similarity_fn_name) from config_sentence_transformers.json, if any."""
+    import json
+
+    path = folder / "config_sentence_transformers.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    prompts = {str(k): str(v) for k, v in (data.get("prompts") or {}).items() if isinstance(v, str)}
+    similarity = data.get("similarity_fn_name")
+    return (prompts, data.get("default_prompt_name") if data.get("default_prompt_name") in prompts else None,
+            similarity if similarity in ("cosine", "dot", "euclidean", "manhattan") else None)
+
+
 def read_sentence_transformers_config(folder) -> tuple[str, bool, int | None]:
     """(pooling, normalize, max_seq_length) from sentence-transformers files; ('mean', False, None) if absent."""
     import json

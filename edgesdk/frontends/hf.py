@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import ModelSourceError, require
 from ..families import text
-from ..families.text import TOKEN_INPUTS, read_sentence_transformers_config
+from ..families.text import TOKEN_INPUTS, read_prompts, read_sentence_transformers_config
 from .source import Feeds, SourceModel, check_tokenizer_dir
 
 TRAINING_RECORD = "edgesdk_training.json"  # written by edgesdk.train beside a fine-tuned / QAT model
@@ -74,6 +74,7 @@ def load_hf_folder(folder: Path, work_dir: Path, opset: int = 17) -> SourceModel
         max_length=max_length, input_names=input_names, output_name=output,
         labels=labels if is_classifier else [], reference=reference, torch_module=model,
         training=json.loads(record.read_text()) if record.is_file() else None, family=text, opset=opset,
+        **dict(zip(("prompts", "default_prompt_name", "similarity_fn_name"), read_prompts(folder))),
     )
 
 

@@ -33,6 +33,9 @@ class SourceModel:
     training: dict | None = None  # edgesdk_training.json of a folder edgesdk fine-tuned or QAT-trained
     family: Any = None  # the model family module (edgesdk.families.text): what converters need of this kind
     opset: int | None = None  # the ONNX opset the FP32 graph was exported at (None: a user's ONNX as it came)
+    prompts: dict = field(default_factory=dict)  # sentence-transformers prompts (config_sentence_transformers.json)
+    default_prompt_name: str | None = None
+    similarity_fn_name: str | None = None
 
 
 def default_model_path() -> Path:

@@ -56,6 +56,10 @@ class ModelInfo:
     normalize: bool
     labels: tuple[str, ...] = ()
     training: JSON | None = None  # what edgesdk trained it on (display only)
+    prompts: dict[str, str] = field(default_factory=dict)  # sentence-transformers prompts, e.g. {"query": "query: "}
+    default_prompt_name: str | None = None
+    similarity_fn_name: str | None = field(default=None, metadata=check(choices=("cosine", "dot", "euclidean",
+                                                                                 "manhattan")))
 
 
 @dataclass(frozen=True)

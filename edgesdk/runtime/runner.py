@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import EdgeSDKError, InferenceError, InputError
+from . import encode as st
 from .manifest import Bundle, read_bundle
 from .registry import Session, runtime_backend
 from .text import TextEncoder, check_texts, pool, softmax
@@ -67,8 +68,6 @@ class Runner:
         if self.task != "embedding":
             raise InputError(f"this bundle's task is '{self.task}', not 'embedding'; use classify() or run().")
         return self._batched(texts, batch_size, self._embed_batch)
-
-    encode = embed
 
     def classify(self, texts: str | Sequence[str], batch_size: int = 32) -> Classification:
         texts = check_texts(texts)
@@ -165,6 +164,47 @@ class Runner:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+    # -- sentence-transformers parity: encode() takes SentenceTransformer.encode()'s keyword arguments ---------
+    @property
+    def prompts(self) -> dict[str, str]:
+        """Prompts stored with the model (ST's `prompts`, e.g. {"query": "query: "}); {} when it has none."""
+        return dict(self.manifest.model.prompts)
+
+    def encode(self, sentences: str | Sequence[str], batch_size: int = 32, *, prompt_name: str | None = None,
+               prompt: str | None = None, normalize_embeddings: bool = False, truncate_dim: int | None = None,
+               precision: str = "float32", ranges: np.ndarray | None = None,
+               calibration_embeddings: np.ndarray | None = None, convert_to_numpy: bool = True,
+               show_progress_bar: bool = False) -> np.ndarray | list[np.ndarray]:
+        """Like SentenceTransformer.encode(): [N, D] (or [D] for one string); see edgesdk.runtime.encode."""
+        texts = check_texts(sentences)
+        chosen = st.resolve_prompt(self.prompts, prompt, prompt_name, self.manifest.model.default_prompt_name)
+        texts = st.apply_prompt(texts, chosen)
+        starts = range(0, len(texts), _check_batch(batch_size))
+        vectors = np.concatenate([self.embed(texts[i:i + batch_size], batch_size)
+                                  for i in st.progress(starts, len(starts), show_progress_bar)])
+        vectors = st.postprocess(vectors, truncate_dim=truncate_dim, normalize=normalize_embeddings,
+                                 already_unit=bool(self.normalize), precision=precision, ranges=ranges,
+                                 calibration_embeddings=calibration_embeddings)
+        if isinstance(sentences, str):
+            return vectors[0]
+        return vectors if convert_to_numpy else list(vectors)
+
+    def encode_query(self, sentences: str | Sequence[str], batch_size: int = 32, **options: Any):
+        """encode() with the model's "query" prompt unless a prompt is given (ST's encode_query)."""
+        if options.get("prompt") is None and options.get("prompt_name") is None:
+            options["prompt_name"] = st.first_prompt_name(self.prompts, st.QUERY_PROMPT_NAMES)
+        return self.encode(sentences, batch_size, **options)
+
+    def encode_document(self, sentences: str | Sequence[str], batch_size: int = 32, **options: Any):
+        """encode() with the model's "document" / "passage" / "corpus" prompt, the first it has (ST's order)."""
+        if options.get("prompt") is None and options.get("prompt_name") is None:
+            options["prompt_name"] = st.first_prompt_name(self.prompts, st.DOCUMENT_PROMPT_NAMES)
+        return self.encode(sentences, batch_size, **options)
+
+    def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Pairwise similarity [len(a), len(b)] with the model's similarity function (cosine unless it says)."""
+        return st.similarity(a, b, self.manifest.model.similarity_fn_name or "cosine")
 
 
 def _check_batch(batch_size: int) -> int:
