@@ -75,3 +75,35 @@ def test_classifier_budget_is_top1_agreement_not_the_worst_cosine():
     embedding = fidelity(candidate, reference, "fp32")
     assert embedding.top1_agreement is None
     assert not embedding.meets(FidelityBudget(cosine_mean=0.99, cosine_min=0.95))
+
+
+def test_the_loop_stops_when_attempts_stop_improving_and_says_why():
+    """A build whose fidelity no layer choice changes: the loop gives up after PATIENCE flat attempts, not 8."""
+    from types import SimpleNamespace
+
+    from edgesdk.evaluate import Fidelity
+    from edgesdk.profiles import load_profile
+    from edgesdk.quant.fallback import PATIENCE, run_with_fallback
+
+    flat = Fidelity(n=10, cosine_mean=0.9, cosine_min=0.5, cosine_p01=0.5, max_abs_error=1.0, reference="r")
+    builds = []
+
+    def build(keep):
+        builds.append(keep)
+        return "staging", "artefact", flat
+
+    ranking = [SimpleNamespace(node=f"n{i}", added_error=0.1) for i in range(64)]
+    with pytest.raises(FidelityError, match="stopped early") as info:
+        run_with_fallback(build, load_profile("intel"), lambda: ranking, lambda staging: None)
+    assert len(builds) == 1 + PATIENCE and len(info.value.attempts) == 1 + PATIENCE
+
+
+def test_classifiers_are_budgeted_on_top1_agreement_not_probability_cosine():
+    from edgesdk.evaluate import Fidelity
+    from edgesdk.profiles import load_profile
+
+    budget = load_profile("android").fidelity
+    kept_labels = Fidelity(n=200, cosine_mean=0.9869, cosine_min=0.6, cosine_p01=0.7, max_abs_error=0.3,
+                           reference="r", top1_agreement=0.9766)
+    assert kept_labels.meets(budget)
+    assert not Fidelity(**{**kept_labels.to_dict(), "top1_agreement": 0.95}).meets(budget)

@@ -159,22 +159,28 @@ def test_absent_delegate_gives_a_clear_message(android, monkeypatch, caplog):
     assert runner.embed(["still runs"]).shape == (1, 64)
 
 
-def test_onnx_matmul_names_map_onto_tflite_fully_connected(android):
+def test_onnx_matmul_names_map_onto_the_tflite_ops_of_the_same_module(android):
     from edgesdk.backends.tflite import map_keep_float
     from edgesdk.backends.tflite_ops import list_ops
     from edgesdk.families import text
 
-    scopes = [op.scope for op in list_ops(android["fp32"] / "model.tflite") if op.name == "FULLY_CONNECTED"]
-    assert len(scopes) == 12
+    scopes = {}
+    for op in list_ops(android["fp32"] / "model.tflite"):
+        scopes.setdefault(op.name, []).append(op.scope)
+    assert len(scopes["FULLY_CONNECTED"]) == 12
     names = (MATMUL.format(1, "intermediate/dense"), MATMUL.format(0, "attention/self/query"),
              MATMUL.format(0, "attention/self/key"), MATMUL.format(1, "output/dense"),
              MATMUL.format(1, "attention/output/dense"), "/model/encoder/layer.0/attention/self/MatMul_1",
              "/pooler/dense/MatMul")
-    mapped, skipped = map_keep_float(text, names, scopes, None)
-    assert [len(m["tflite"]) for m in mapped] == [1, 1, 1, 1, 1]
+    mapped, skipped = map_keep_float(text, names, scopes, static=True)
+    assert [m["op"] for m in mapped] == ["FULLY_CONNECTED"] * 5 + ["BATCH_MATMUL"]
+    assert [len(m["tflite"]) for m in mapped[:5]] == [1, 1, 1, 1, 1] and len(mapped[5]["tflite"]) == 2  # QK, PV
     assert "Layer_1/" in mapped[0]["tflite"][0] and mapped[1]["tflite"][0].endswith("Linear_query/fc")
     assert mapped[2]["tflite"][0].endswith("Linear_key/fc") and "SelfOutput" not in mapped[3]["tflite"][0]
-    assert [s["onnx"] for s in skipped] == list(names[5:])
+    assert [m["action"] for m in mapped] == ["int16", "int16", "int16", "float", "int16", "float"]  # FFN-down: int16
+    assert [s["onnx"] for s in skipped] == ["/pooler/dense/MatMul"]  # the embedding wrapper has no pooler
+    dynamic, _ = map_keep_float(text, names, scopes, static=False)
+    assert [m["action"] for m in dynamic][:5] == ["float"] * 5 and dynamic[5]["action"].startswith("already float")
 
 
 def test_fallback_rebuild_reuses_calibration_and_raises_precision(tmp_path, tiny_model_dir):

@@ -232,13 +232,14 @@ def _apply_float_ops(q, float_ops: tuple[str, ...]) -> None:
 def dynamic_int8(fp32: Path, target: Path, escalate: list[dict], float_ops: tuple[str, ...]) -> dict:
     qtyping, quantizer, recipe, Algo = _aeq()
     q = quantizer.Quantizer(str(fp32), recipe.dynamic_wi8_afp32())
-    for item in escalate:  # dynamic mode: "higher precision" = float weights for that FC
-        q.update_quantization_recipe(regex=item["regex"], operation_name=qtyping.TFLOperationName.FULLY_CONNECTED,
-                                     algorithm_key=Algo.NO_QUANTIZE)
+    for item in escalate:  # dynamic mode: "higher precision" = float weights for that op
+        if item["action"] == "float":
+            q.update_quantization_recipe(regex=item["regex"], operation_name=qtyping.TFLOperationName(item["op"]),
+                                         algorithm_key=Algo.NO_QUANTIZE)
     _apply_float_ops(q, float_ops)
     q.quantize().export_model(str(target), overwrite=True)
     return {"tool": "ai-edge-quantizer", "recipe": "dynamic_wi8_afp32",
-            "kept_float_fully_connected": [i["onnx"] for i in escalate], "float_ops": list(float_ops)}
+            "kept_float": [i["onnx"] for i in escalate if i["action"] == "float"], "float_ops": list(float_ops)}
 
 
 def _full_int_quantizer(fp32: Path, scopes, escalate: list[dict], float_ops: tuple[str, ...]):
@@ -251,9 +252,13 @@ def _full_int_quantizer(fp32: Path, scopes, escalate: list[dict], float_ops: tup
     for regex, op in scopes:
         q.update_quantization_recipe(regex=regex, operation_name=Op.ALL_SUPPORTED if op == "*" else Op(op),
                                      op_config=_op_config(16), algorithm_key=minmax)
-    for item in escalate:
-        q.update_quantization_recipe(regex=item["regex"], operation_name=Op.FULLY_CONNECTED,
-                                     op_config=_op_config(16), algorithm_key=minmax)
+    for item in escalate:  # int16 activations (16x8), or float for an op the recipe already runs at int16
+        if item["action"] == "int16":
+            q.update_quantization_recipe(regex=item["regex"], operation_name=Op(item["op"]),
+                                         op_config=_op_config(16), algorithm_key=minmax)
+        else:
+            q.update_quantization_recipe(regex=item["regex"], operation_name=Op(item["op"]),
+                                         algorithm_key=Algo.NO_QUANTIZE)
     _apply_float_ops(q, float_ops)
     return q
 
@@ -286,27 +291,35 @@ def full_integer(ctx: ConvertContext, fp32: Path, target: Path, buckets: tuple[i
             "layernorm": "rewritten with MUL (same math; AEQ has no int16 SQUARED_DIFFERENCE)",
             "calibration": {"samples": len(rows), "method": "minmax", "status": how,
                             "rows_per_signature": {sig: len(part) for sig, part in feeds.items()}},
-            "int16_fully_connected": [i["onnx"] for i in escalate], "float_ops": list(ctx.spec.float_ops)}
+            "int16_fully_connected": [i["onnx"] for i in escalate if i["action"] == "int16"],
+            "held_back_to_float": [i["onnx"] for i in escalate if i["action"] == "float"],
+            "float_ops": list(ctx.spec.float_ops)}
 
 
 # -- fallback mapping: ONNX MatMul names → TFLite FULLY_CONNECTED scopes ---------------------------------------
-def map_keep_float(family, names: tuple[str, ...], fc_scopes: list[str], already_int16: str | None
+def map_keep_float(family, names: tuple[str, ...], scopes: dict[str, list[str]], static: bool
                    ) -> tuple[list, list]:
-    """(mapped, skipped): each mappable ONNX name with its regex and the FC scopes it matches."""
+    """(mapped, skipped): each ONNX node the fallback loop holds back, with the TFLite op kind, regex and scopes it
+    matches. Full-integer: FULLY_CONNECTED ops go to int16 activations (16x8), then float if already int16;
+    attention BATCH_MATMULs (int16 in the recipe) go to float. Dynamic: any matched op is left float."""
     mapped, skipped = [], []
+    int16_fc = family.FFN_DOWN if static else None
     for name in names:
-        regex = family.tflite_scope(name)
-        hits = [s for s in fc_scopes if regex and re.search(regex, s + ";")]
+        found = family.tflite_scope(name)
+        op, regex = found if found else (None, None)
+        hits = [s for s in scopes.get(op, []) if regex and re.search(regex, s + ";")]
         if not hits:
-            why = "no layer.N/<module> path" if regex is None else "no FULLY_CONNECTED op with that layer and module"
-            if family.is_attention_score(name):
-                why = "attention-score MatMul = a BATCH_MATMUL in TFLite (int16 in full-integer, float in dynamic)"
-            log.info("fallback: ONNX node %s has no TFLite FULLY_CONNECTED counterpart (%s); skipped", name, why)
+            why = "no module path the model family maps" if found is None else f"no {op} op with that module path"
+            log.info("fallback: ONNX node %s has no TFLite counterpart (%s); skipped", name, why)
             skipped.append({"onnx": name, "why": why})
             continue
-        note = "already int16 in the recipe" if already_int16 and all(re.search(already_int16, h) for h in hits) \
-            else "moved to int16 activations (16x8)"
-        mapped.append({"onnx": name, "regex": regex, "tflite": hits, "action": note})
+        if not static:
+            action = "float" if op == "FULLY_CONNECTED" else "already float (dynamic mode quantizes weights only)"
+        elif op == "FULLY_CONNECTED" and not (int16_fc and all(re.search(int16_fc, h) for h in hits)):
+            action = "int16"
+        else:
+            action = "float"
+        mapped.append({"onnx": name, "op": op, "regex": regex, "tflite": hits, "action": action})
     return mapped, skipped
 
 
@@ -324,8 +337,10 @@ def convert(ctx: ConvertContext) -> Artefact:
                        "fp32_conversion_seconds": round(seconds, 1)}
     escalate, skipped = [], []
     if ctx.keep_float:
-        fc = [op.scope for op in list_ops(fp32) if op.name == "FULLY_CONNECTED"]
-        escalate, skipped = map_keep_float(family, ctx.keep_float, fc, family.FFN_DOWN if static else None)
+        scopes: dict[str, list[str]] = {}
+        for op in list_ops(fp32):
+            scopes.setdefault(op.name, []).append(op.scope)
+        escalate, skipped = map_keep_float(family, ctx.keep_float, scopes, static)
         decisions["fallback_mapping"] = {"mapped": [{k: v for k, v in i.items() if k != "regex"} for i in escalate],
                                          "skipped": skipped}
     try:

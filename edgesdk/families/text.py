@@ -152,19 +152,23 @@ def static_feeds(batches, input_names: list[str], seq: int, limit: int, fitting:
     return feeds
 
 
-def tflite_scope(onnx_name: str) -> str | None:
-    """'/model/encoder/layer.3/intermediate/dense/MatMul' → a regex matching that layer's intermediate.dense FC."""
-    found = re.search(r"layer\.(\d+)/(.+)/[^/]*MatMul[^/]*$", onnx_name)
-    if not found:
-        return None
-    modules = found.group(2).split("/")
-    path = "/".join(rf"[^;/]*_{re.escape(m)}" for m in modules)
-    return rf"Layer_{found.group(1)}/{path}/fc;$"
-
-
-def is_attention_score(onnx_name: str) -> bool:
-    """The QK / PV MatMuls of self-attention: BATCH_MATMULs in TFLite, inside the int16 attention scope."""
-    return re.search(r"layer\.\d+/attention/self/MatMul", onnx_name) is not None
+def tflite_scope(onnx_name: str) -> tuple[str, str] | None:
+    """(TFLite op, regex over its output names) for an ONNX MatMul / Gemm the fallback loop holds back:
+    '/model/encoder/layer.3/intermediate/dense/MatMul' → that layer's intermediate.dense FULLY_CONNECTED;
+    '/model/pooler/dense/Gemm', '/classifier/MatMul' → the head's FULLY_CONNECTED (module path + '/fc');
+    '/model/encoder/layer.0/attention/self/MatMul_1' → that layer's attention BATCH_MATMULs."""
+    attention = re.search(r"layer\.(\d+)/attention/self/MatMul", onnx_name)
+    if attention:
+        return "BATCH_MATMUL", rf"Layer_{attention.group(1)}/[^;]*SelfAttention_self"
+    found = re.search(r"layer\.(\d+)/(.+)/[^/]*(MatMul|Gemm)[^/]*$", onnx_name)
+    if found:
+        path = "/".join(rf"[^;/]*_{re.escape(m)}" for m in found.group(2).split("/"))
+        return "FULLY_CONNECTED", rf"Layer_{found.group(1)}/{path}/fc;$"
+    head = re.search(r"^/(?:model/)?(.+)/[^/]*(MatMul|Gemm)[^/]*$", onnx_name)
+    if head:
+        path = "/".join(rf"[^;/]*_{re.escape(m)}" for m in head.group(1).split("/"))
+        return "FULLY_CONNECTED", rf"(^|/){path}/fc;$"
+    return None
 
 
 def read_prompts(folder) -> tuple[dict, str | None, str | None]:

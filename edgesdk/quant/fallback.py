@@ -39,9 +39,13 @@ def schedule(n_layers: int) -> list[int]:
     return counts + [n_layers] if n_layers else []
 
 
+PATIENCE = 2  # attempts in a row without a gain before the loop stops
+MIN_GAIN = 1e-4  # a gain smaller than this (in the worst-case metric) is noise, not progress
+
+
 def describe_budget(budget, fid) -> str:
     if fid.top1_agreement is not None:
-        return f"cosine mean ≥ {budget.cosine_mean}, top-1 agreement ≥ {budget.top1_agreement_min}"
+        return f"top-1 agreement ≥ {budget.top1_agreement_min}"
     return f"cosine mean ≥ {budget.cosine_mean}, min ≥ {budget.cosine_min}"
 
 
@@ -57,6 +61,7 @@ def run_with_fallback(build: Callable, profile: "TargetProfile", rank: Callable[
     ranking = rank()
     log.info("fidelity (%s) misses the budget (%s): ranked %d layers by measured sensitivity, retrying",
              fid.describe(), describe_budget(budget, fid), len(ranking))
+    stalled, stop = 0, ""
     for count in schedule(len(ranking)):
         kept = ranking[:count]
         staging, artefact, fid = build(tuple(layer.node for layer in kept))
@@ -67,10 +72,18 @@ def run_with_fallback(build: Callable, profile: "TargetProfile", rank: Callable[
             kept_info = [{"node": layer.node, "rank": i + 1, "added_error": layer.added_error, "reason": reason}
                          for i, layer in enumerate(kept)]
             return FallbackResult(staging, artefact, fid, kept_info, attempts)
-        if fid.rank() > best.rank():
-            best = fid
         discard(staging)
+        gained = fid.rank()[0] - best.rank()[0] >= MIN_GAIN or (
+            fid.rank()[0] >= best.rank()[0] and fid.rank()[1] - best.rank()[1] >= MIN_GAIN)
+        best = fid if fid.rank() > best.rank() else best
+        stalled = 0 if gained else stalled + 1
+        if stalled >= PATIENCE:
+            stop = (f" The loop stopped early: {PATIENCE} attempts in a row (up to {count} layers in float) gained "
+                    f"nothing, so the error is not in the layers this backend can hold back.")
+            log.info("  stopping: %d attempts without a gain", PATIENCE)
+            break
     raise FidelityError(attempts=attempts, message=
         f"target '{profile.name}': the fidelity budget ({describe_budget(budget, best)}) cannot be met: the best "
-        f"reached was {best.describe()} after {len(attempts)} attempts, the last with {len(ranking)} layers in float. "
-        "Loosen [fidelity] in the profile, give more representative --calibration data, or export fp16/fp32.")
+        f"reached was {best.describe()} after {len(attempts)} attempts, the last with {attempts[-1]['kept_in_float']} "
+        f"layers in float.{stop} Loosen [fidelity] in the profile, give more representative --calibration data, "
+        "or export fp16/fp32.")
