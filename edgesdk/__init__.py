@@ -7,7 +7,7 @@
 Heavy libraries are imported only inside the functions that need them, so `import edgesdk` is fast.
 """
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 from .errors import EdgeSDKError  # noqa: E402  (light: no third-party imports)
 

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, outdir
+from . import outdir
+from .version import __version__
 from .backends import Artefact, Backend, ConvertContext, backend
 from .bundle import discard, finalize, staging_dir
 from .errors import EdgeSDKError, InputError, ModelSourceError

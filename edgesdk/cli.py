@@ -14,7 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from . import __version__
+from .version import __version__
 from .errors import EdgeSDKError
 from .quant.spec import CALIBRATION_METHODS, QUANT_MODES
 

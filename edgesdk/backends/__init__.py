@@ -11,18 +11,16 @@ on-device runner afterwards. Nothing outside these two modules branches on a bac
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import BackendNotAvailableError, QuantizationError
+from ..runtime.registry import described, discover
 
 if TYPE_CHECKING:
     from ..frontends.source import SourceModel
     from ..memory.runtime_model import RuntimeModel
-    from ..profiles import TargetProfile
     from ..quant import CalibrationSet, QuantSpec
 
 
@@ -34,7 +32,7 @@ class ConvertContext:
     precision: str
     spec: "QuantSpec"
     calibration: "CalibrationSet | None"
-    profile: "TargetProfile"
+    profile: Any  # edgesdk.profiles.TargetProfile (profiles reads the backends' [device] types: no import back)
     keep_float: tuple[str, ...] = ()  # node names the fallback loop returns to float
     work_dir: Path | None = None  # the export's scratch folder (deleted at its end): caches across fallback builds
     cache: dict[Any, Any] = field(default_factory=dict)  # in-memory results shared by this export's builds
@@ -118,24 +116,12 @@ def backend(name: str) -> Backend:
 
 
 def backends() -> dict[str, Backend]:
-    """Every module in this package that defines BACKEND, by name."""
-    found = {}
-    for info in pkgutil.iter_modules(__path__):
-        item = _load(info.name)
-        if item is not None:
-            found[item.name] = item
-    return found
+    """Every module in this package that defines BACKEND, by name (found like the runtimes: runtime/registry.py)."""
+    return discover(__name__, __path__, "BACKEND", Backend)
 
 
 def _load(name: str) -> Backend | None:
-    try:
-        module = importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"{__name__}.{name}":
-            return None
-        raise
-    item = getattr(module, "BACKEND", None)
-    return item if isinstance(item, Backend) and item.name == name else None
+    return described(__name__, name, "BACKEND", Backend)
 
 
 def onnx_io_specs(model) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

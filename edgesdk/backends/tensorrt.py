@@ -130,28 +130,12 @@ def build_settings(ctx: ConvertContext, inputs: list[dict]) -> dict:
     }
 
 
-def _shape_arg(shapes: dict[str, list[int]]) -> str:
-    return ",".join(f"{name}:{'x'.join(str(d) for d in dims)}" for name, dims in shapes.items())
-
-
-def trtexec_args(settings: dict, onnx_file: str = "model.onnx", plan: str = "$PLAN") -> list[str]:
-    args = ["trtexec", f"--onnx={onnx_file}", f"--saveEngine={plan}",
-            f"--minShapes={_shape_arg(settings['shapes']['min'])}",
-            f"--optShapes={_shape_arg(settings['shapes']['opt'])}",
-            f"--maxShapes={_shape_arg(settings['shapes']['max'])}",
-            f"--timingCacheFile={settings['timing_cache']}", *settings["precision_flags"]]
-    if settings["workspace_mb"]:
-        args.append(f"--memPoolSize=workspace:{settings['workspace_mb']}M")
-    if settings["dla_core"] >= 0:
-        args.append(f"--useDLACore={settings['dla_core']}")
-        if settings["gpu_fallback"]:
-            args.append("--allowGPUFallback")
-    return args
-
-
 def build_script(settings: dict) -> str:
+    from ..runtime.trtexec import trtexec_args
+
+    args = trtexec_args(settings, "model.onnx", "$PLAN", settings["timing_cache"])
     command = " \\\n  ".join(shlex.quote(a) if not a.startswith("--saveEngine") else '--saveEngine="$PLAN"'
-                             for a in trtexec_args(settings))
+                             for a in args)
     return f"""#!/usr/bin/env bash
 # Build this bundle's TensorRT engine on the device, once; cached per TensorRT version and GPU.
 # Same settings as manifest.json target.tensorrt (and `edgesdk build-engine BUNDLE`).

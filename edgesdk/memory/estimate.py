@@ -21,38 +21,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any
 
 from .liveness import Graph
 from .onnx_graph import BoundGraph, Weight
+from .runtime_model import MB, RuntimeModel, WeightBytes
 
-if TYPE_CHECKING:
-    from pathlib import Path
+TargetProfile = Any  # edgesdk.profiles.TargetProfile: profiles → backends → memory, so no import back
 
-    from ..profiles import TargetProfile
-    from .runtime_model import RuntimeModel
-
-MB = 2**20
 SEARCH_LIMIT = 1 << 16
 WEIGHT_KINDS = ("embeddings", "matmul", "quant_params", "other")
 INT4_GROUP = 128
 # weight-only int4 per backend: (supported, how / why not)
-@dataclass(frozen=True)
-class WeightBytes:
-    embeddings: int = 0
-    matmul: int = 0
-    quant_params: int = 0
-    other: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.embeddings + self.matmul + self.quant_params + self.other
-
-    def to_dict(self) -> dict[str, int]:
-        return {"embeddings": self.embeddings, "matmul": self.matmul, "quant_params": self.quant_params,
-                "other": self.other, "total": self.total}
-
-
 @dataclass(frozen=True)
 class PrecisionEstimate:
     """One precision's memory at one (batch, seq); `fits`/`max_*` are None when the budget is unknown."""
@@ -175,7 +156,7 @@ def largest(fits, start: int = 1) -> int:
     return low
 
 
-def estimate(scaled: ScaledGraph, profile: "TargetProfile | None", rt: "RuntimeModel", precision: str, batch: int,
+def estimate(scaled: ScaledGraph, profile: TargetProfile | None, rt: RuntimeModel, precision: str, batch: int,
              seq: int) -> PrecisionEstimate:
     if precision == "int4" and not rt.int4[0]:
         return PrecisionEstimate("int4", False, rt.int4[1])
@@ -218,7 +199,7 @@ def _peak_op(scaled: ScaledGraph, batch: int, seq: int, itemsize: int | None) ->
     return analyse(scaled.graph(batch, seq, itemsize)).peak_op
 
 
-def memory_plan(profile: "TargetProfile", onnx_path: "Path", rt: "RuntimeModel", batch: int, seq: int
+def memory_plan(profile: TargetProfile, onnx_path: Path, rt: RuntimeModel, batch: int, seq: int
                 ) -> tuple[PrecisionEstimate, ...]:
     """The export's memory stage: every float/int8 precision the target accepts, at (batch, seq), for its FP32 ONNX
     under the backend's runtime memory model `rt`."""

@@ -20,8 +20,27 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .estimate import MB, WeightBytes
 from .liveness import Graph, analyse, offset_plan, reuse_sets
+
+MB = 2**20
+
+
+@dataclass(frozen=True)
+class WeightBytes:
+    embeddings: int = 0
+    matmul: int = 0
+    quant_params: int = 0
+    other: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.embeddings + self.matmul + self.quant_params + self.other
+
+    def to_dict(self) -> dict[str, int]:
+        return {"embeddings": self.embeddings, "matmul": self.matmul, "quant_params": self.quant_params,
+                "other": self.other, "total": self.total}
+
+
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from ..errors import FidelityError
 
-if TYPE_CHECKING:
-    from ..profiles import TargetProfile
+TargetProfile = Any  # edgesdk.profiles.TargetProfile (profiles sits above quant: no import back)
 
 log = logging.getLogger("edgesdk")
 
@@ -49,7 +48,7 @@ def describe_budget(budget, fid) -> str:
     return f"cosine mean ≥ {budget.cosine_mean}, min ≥ {budget.cosine_min}"
 
 
-def run_with_fallback(build: Callable, profile: "TargetProfile", rank: Callable[[], list],
+def run_with_fallback(build: Callable, profile: TargetProfile, rank: Callable[[], list],
                       discard: Callable[[Path], None]) -> FallbackResult:
     budget = profile.fidelity
     staging, artefact, fid = build(())

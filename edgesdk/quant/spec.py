@@ -8,12 +8,11 @@ refused with a QuantizationError naming the fix. PTQ and QAT read the same spec.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING
+from typing import Any
 
 from ..errors import QuantizationError
 
-if TYPE_CHECKING:
-    from ..profiles import TargetProfile
+TargetProfile = Any  # edgesdk.profiles.TargetProfile, which imports this module (no import back)
 
 QUANT_MODES = ("dynamic", "static", "weight-only")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mse")
@@ -50,7 +49,7 @@ class QuantSpec:
     smooth_quant: bool = True
 
     @classmethod
-    def from_profile(cls, profile: "TargetProfile", overrides: QuantOverrides | None = None) -> "QuantSpec":
+    def from_profile(cls, profile: TargetProfile, overrides: QuantOverrides | None = None) -> "QuantSpec":
         q = profile.quant
         spec = cls(mode=q.mode, weight_dtype=q.weight_dtype, weight_granularity=q.weight_granularity,
                    weight_symmetric=q.weight_symmetric, activation_dtype=q.activation_dtype,
@@ -64,7 +63,7 @@ class QuantSpec:
         spec.check(profile)
         return spec
 
-    def check(self, profile: "TargetProfile") -> None:
+    def check(self, profile: TargetProfile) -> None:
         if self.mode not in QUANT_MODES:
             raise QuantizationError(f"quantization mode '{self.mode}' is unknown; allowed: {', '.join(QUANT_MODES)}.")
         if self.calibration_method not in CALIBRATION_METHODS:

@@ -17,7 +17,7 @@ from ..errors import BackendNotAvailableError
 if TYPE_CHECKING:
     import numpy as np
 
-    from .manifest import Bundle
+Bundle = Any  # edgesdk.runtime.manifest.Bundle, which looks runtimes up here (no import back)
 
 
 class Session(Protocol):
@@ -31,11 +31,11 @@ class Session(Protocol):
 @dataclass(frozen=True)
 class RuntimeBackend:
     name: str
-    open_session: Callable[["Bundle", int | None], Session]
+    open_session: Callable[[Bundle, int | None], Session]
     settings: type  # a frozen dataclass: this backend's manifest target.settings
     install: str  # what the device runs to get this runtime, e.g. "pip install 'edgesdk[onnxruntime]'"
     label: str = ""  # what runs the bundle, for tables: "ONNX Runtime CPU"
-    describe: Callable[["Bundle"], list[tuple[str, str]]] = lambda bundle: []  # (label, text) lines for inspect
+    describe: Callable[[Bundle], list[tuple[str, str]]] = lambda bundle: []  # (label, text) lines for inspect
     warm_up: Callable[[Any], None] = lambda settings: None  # import the runtime + device plugin, no model
     caches: tuple[str, ...] = ()  # bundle sub-folders the runtime may create (e.g. TensorRT engines/)
     # the static sequence lengths an artefact is compiled for (() = any length): export verifies each one
@@ -55,23 +55,33 @@ def runtime_backends() -> dict[str, RuntimeBackend]:
     """Every runtime module in this package that defines RUNTIME, by backend name."""
     from . import __path__ as package_path
 
-    found = {}
-    for info in pkgutil.iter_modules(package_path):
-        backend = _load(info.name)
-        if backend is not None:
-            found[backend.name] = backend
-    return found
+    return discover(__package__, package_path, "RUNTIME", RuntimeBackend)
 
 
 def _load(name: str) -> RuntimeBackend | None:
+    return described(__package__, name, "RUNTIME", RuntimeBackend)
+
+
+def discover(package: str, path, attribute: str, kind: type) -> dict[str, Any]:
+    """Every module of `package` whose `attribute` is a `kind` named like the module: the registries' one rule."""
+    found = {}
+    for info in pkgutil.iter_modules(path):
+        item = described(package, info.name, attribute, kind)
+        if item is not None:
+            found[item.name] = item
+    return found
+
+
+def described(package: str, name: str, attribute: str, kind: type) -> Any:
+    """`package.name`'s `attribute` if it is a `kind` whose name is the module's; None if there is no such module."""
     try:
-        module = importlib.import_module(f"{__package__}.{name}")
+        module = importlib.import_module(f"{package}.{name}")
     except ModuleNotFoundError as exc:
-        if exc.name == f"{__package__}.{name}":
+        if exc.name == f"{package}.{name}":
             return None
         raise
-    backend = getattr(module, "RUNTIME", None)
-    return backend if isinstance(backend, RuntimeBackend) and backend.name == name else None
+    item = getattr(module, attribute, None)
+    return item if isinstance(item, kind) and item.name == name else None
 
 
 @dataclass(frozen=True)

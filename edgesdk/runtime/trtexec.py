@@ -46,12 +46,20 @@ def validated_settings(bundle) -> dict[str, Any]:
 
 
 def trtexec_command(trtexec: str, bundle, settings: dict[str, Any], plan: Path) -> list[str]:
+    return trtexec_args(settings, str(bundle.artefact), str(plan), str(bundle.path / settings["timing_cache"]),
+                        trtexec)
+
+
+def trtexec_args(settings: dict[str, Any], onnx_file: str, plan: str, timing_cache: str,
+                 trtexec: str = "trtexec") -> list[str]:
+    """trtexec's arguments for a bundle's build settings: the one place they are spelled (build_engine.sh, the
+    exporter, and `edgesdk build-engine` all use it)."""
     def shape(kind: str) -> str:
         return ",".join(f"{n}:{'x'.join(map(str, d))}" for n, d in settings["shapes"][kind].items())
 
-    command = [trtexec, f"--onnx={bundle.artefact}", f"--saveEngine={plan}",
+    command = [trtexec, f"--onnx={onnx_file}", f"--saveEngine={plan}",
                f"--minShapes={shape('min')}", f"--optShapes={shape('opt')}", f"--maxShapes={shape('max')}",
-               f"--timingCacheFile={bundle.path / settings['timing_cache']}", *settings["precision_flags"]]
+               f"--timingCacheFile={timing_cache}", *settings["precision_flags"]]
     if settings["workspace_mb"]:
         command.append(f"--memPoolSize=workspace:{settings['workspace_mb']}M")
     if settings["dla_core"] >= 0:
