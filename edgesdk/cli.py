@@ -129,7 +129,10 @@ def _summary_table(rows) -> str:
     if rows:
         first = rows[0][1]
         compared = "class probabilities" if first.fidelity.get("top1_agreement") is not None else "pooled outputs"
-        lines.append(f"fidelity: {compared} vs {first.fidelity['reference']} on {first.fidelity['n']} held-out texts, "
+        lengths = first.fidelity.get("per_length") or {}
+        where = f"at each compiled length ({', '.join(lengths)}; the worst shown)" if lengths else \
+            f"on {first.fidelity['n']} held-out texts"
+        lines.append(f"fidelity: {compared} vs {first.fidelity['reference']} {where}, "
                      "run in each bundle's own runtime" +
                      (f"; acc %: accuracy on {first.evaluation['data']}" if acc and first.evaluation else ""))
     return "\n".join(lines)

@@ -162,3 +162,14 @@ def test_not_a_bundle(tmp_path):
 def test_golden_io_is_stored(tiny_bundle):
     golden = np.load(tiny_bundle / "golden" / "expected.npz")
     assert golden["artefact"].shape == golden["reference"].shape
+
+
+def test_onnxruntime_int8_runs_integer_kernels(tiny_export):
+    """Every weight MatMul of the INT8 QDQ graph runs an ORT integer kernel after session optimisation; only the
+    attention P·V MatMuls (fed by a float Softmax) stay float, one per layer of the 2-layer BERT."""
+    path = next(b.path for b in tiny_export.bundles if b.backend == "onnxruntime" and b.precision == "int8")
+    bundle = read_bundle(path)
+    kernels = bundle.manifest.quantization.decisions["kernels"]
+    assert kernels["float_matmuls"] == 2 and kernels["integer_matmuls"] >= 12, kernels
+    assert bundle.manifest.quantization.decisions["dedicated_qdq_pairs"] > 0
+    assert bundle.settings.disabled_optimizers == ("CommonSubexpressionElimination",)

@@ -38,9 +38,14 @@ def convert(ctx: ConvertContext) -> Artefact:
         decisions = _quantize(ctx, target)
     else:
         raise QuantizationError(f"the onnxruntime backend builds fp32 and int8, not {ctx.precision}.")
+    settings = {"providers": ["CPUExecutionProvider"]}
+    if decisions.get("dedicated_qdq_pairs"):
+        settings["disabled_optimizers"] = list(KEEP_DEDICATED_PAIRS)
+    if ctx.precision == "int8":
+        decisions["kernels"] = kernels_run(target, settings.get("disabled_optimizers", ()))
     inputs, outputs = onnx_io_specs(onnx.load(str(target), load_external_data=False))
     return Artefact(format="onnx", entry="model.onnx", files=["model.onnx"], inputs=inputs, outputs=outputs,
-                    settings={"providers": ["CPUExecutionProvider"]}, decisions=decisions,
+                    settings=settings, decisions=decisions,
                     runtime_requirements=[f"onnxruntime=={ort.__version__}"])
 
 
@@ -61,7 +66,86 @@ def _quantize(ctx: ConvertContext, target: Path) -> dict:
         raise QuantizationError("static INT8 needs calibration data; none was built.")
     from ..quant.nncf_options import nncf_quantize_onnx
 
-    return nncf_quantize_onnx(ctx.onnx_path, target, spec, ctx.calibration, ctx.keep_float)
+    decisions = nncf_quantize_onnx(ctx.onnx_path, target, spec, ctx.calibration, ctx.keep_float)
+    decisions["dedicated_qdq_pairs"] = dedicated_dequantize(target)
+    return decisions
+
+
+def dedicated_dequantize(path: Path) -> int:
+    """Give every consumer of a shared activation QuantizeLinear → DequantizeLinear pair a pair of its own; returns
+    the pairs added.
+
+    NNCF quantizes a tensor once, so the Q, K and V projections of a layer read one shared Q/DQ pair. ONNX Runtime
+    fuses Q → DQ → MatMul into an integer kernel (MatMulIntegerToFloat) only where the pair serves that one MatMul:
+    the shared pair left all Q/K/V MatMuls in float. Same scales, same zero points, same quantized values: only the
+    graph's shape changes (what ORT's own quantizer calls DedicatedQDQPair). ORT's own common-subexpression
+    elimination would merge the copies again, so the bundle's runner switches that one optimizer off
+    (settings.disabled_optimizers); with both, every weight MatMul of MiniLM runs an integer kernel.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    producer = {out: node for node in graph.node for out in node.output}
+    outputs = {o.name for o in graph.output}
+    made = 0
+    for dq in [n for n in graph.node if n.op_type == "DequantizeLinear"]:
+        users = consumers.get(dq.output[0], [])
+        q = producer.get(dq.input[0])
+        if len(users) < 2 or q is None or q.op_type != "QuantizeLinear" or dq.output[0] in outputs \
+                or len(consumers.get(q.output[0], [])) != 1:
+            continue
+        for index, user in enumerate(users[1:], start=1):
+            q_copy, dq_copy = onnx.NodeProto(), onnx.NodeProto()
+            q_copy.CopyFrom(q)
+            dq_copy.CopyFrom(dq)
+            q_copy.name, dq_copy.name = f"{q.name}_dedicated_{index}", f"{dq.name}_dedicated_{index}"
+            q_copy.output[0] = f"{q.output[0]}_dedicated_{index}"
+            dq_copy.input[0] = q_copy.output[0]
+            dq_copy.output[0] = f"{dq.output[0]}_dedicated_{index}"
+            user.input[:] = [dq_copy.output[0] if i == dq.output[0] else i for i in user.input]
+            at = list(graph.node).index(user)
+            graph.node.insert(at, dq_copy)
+            graph.node.insert(at, q_copy)
+            made += 1
+    if made:
+        onnx.save(model, str(path))
+    return made
+
+
+KEEP_DEDICATED_PAIRS = ("CommonSubexpressionElimination",)  # ORT's CSE would merge the dedicated pairs again
+INTEGER_MATMULS = ("MatMulInteger", "QLinearMatMul", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QGemm",
+                   "QAttention", "MatMulNBits")
+FLOAT_MATMULS = ("MatMul", "Gemm", "FusedMatMul", "FusedGemm", "Attention", "MultiHeadAttention")
+
+
+def kernels_run(model_path: Path, disabled_optimizers=()) -> dict:
+    """What ONNX Runtime's CPU provider actually runs: the graph after its session optimisations, with the weight
+    MatMuls counted as integer or float kernels (a QDQ pair ORT cannot fuse leaves a float MatMul behind)."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="edgesdk-ort-") as tmp:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        options.log_severity_level = 3  # the "hardware specific optimizations" warning of saving it is expected
+        ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"],
+                             disabled_optimizers=list(disabled_optimizers))
+        graph = onnx.load(options.optimized_model_filepath, load_external_data=False).graph
+    ops: dict[str, int] = {}
+    for node in graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    return {"integer_matmuls": sum(ops.get(o, 0) for o in INTEGER_MATMULS),
+            "float_matmuls": sum(ops.get(o, 0) for o in FLOAT_MATMULS),
+            "quantize_ops": ops.get("QuantizeLinear", 0) + ops.get("DynamicQuantizeLinear", 0),
+            "dequantize_ops": ops.get("DequantizeLinear", 0), "ops_after_session_optimisation": dict(sorted(ops.items()))}
 
 
 def float_op_nodes(onnx_path: Path, float_ops: tuple[str, ...]) -> list[str]:

@@ -18,6 +18,9 @@ INSTALL = "pip install 'edgesdk[onnxruntime]' (or pip install onnxruntime)"
 class ORTSettings:
     providers: tuple[str, ...] = field(default=("CPUExecutionProvider",), metadata=check(
         pattern=r"[A-Za-z]+ExecutionProvider", nonempty=True))
+    # ORT graph optimizers to switch off: CommonSubexpressionElimination would merge the dedicated Q/DQ pairs of
+    # an INT8 QDQ model back into shared ones, which ORT then cannot fuse into integer MatMuls
+    disabled_optimizers: tuple[str, ...] = field(default=(), metadata=check(pattern=r"[A-Za-z][A-Za-z0-9]*"))
 
 
 def import_ort():
@@ -46,7 +49,8 @@ class ORTSession:
         wanted = providers if providers is not None else list(bundle.settings.providers)
         chosen = [p for p in wanted if (p[0] if isinstance(p, tuple) else p) in available] or ["CPUExecutionProvider"]
         try:
-            self._session = ort.InferenceSession(str(bundle.artefact), options, providers=chosen)
+            self._session = ort.InferenceSession(str(bundle.artefact), options, providers=chosen,
+                                                 disabled_optimizers=list(bundle.settings.disabled_optimizers))
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             raise BundleError(f"ONNX Runtime cannot load {bundle.artefact}: {exc}") from exc
         self._output_names = [o.name for o in self._session.get_outputs()]
@@ -63,7 +67,10 @@ def open_session(bundle: Bundle, threads: int | None) -> ORTSession:
 
 
 def _describe(bundle: Bundle) -> list[tuple[str, str]]:
-    return [("providers", ", ".join(bundle.settings.providers))]
+    lines = [("providers", ", ".join(bundle.settings.providers))]
+    if bundle.settings.disabled_optimizers:
+        lines.append(("ort graph", f"optimizers off: {', '.join(bundle.settings.disabled_optimizers)}"))
+    return lines
 
 
 RUNTIME = RuntimeBackend(name="onnxruntime", label="ONNX Runtime CPU",
