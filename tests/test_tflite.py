@@ -29,10 +29,11 @@ def android(tmp_path_factory, tiny_model_dir):
     profile = str(_profile(work))
     common = dict(targets=(profile,), model=str(tiny_model_dir), fidelity_samples=32, progress=False)
     full = export(ExportOptions(out=str(work / "dist"), precisions=("fp32", "fp16", "int8"), **common))
-    dyn = export(ExportOptions(out=str(work / "dyn"), precisions=("int8",), quant=QuantOverrides(mode="dynamic"),
-                               **common))
+    # fp32 + dynamic INT8 in one command: the path that crashed in ai-edge-quantizer on repeated tensor names
+    dyn = export(ExportOptions(out=str(work / "dyn"), precisions=("fp32", "int8"),
+                               quant=QuantOverrides(mode="dynamic"), **common))
     bundles = {b.precision: Path(b.path) for b in full.bundles}
-    bundles["dynamic"] = Path(dyn.bundles[0].path)
+    bundles["dynamic"] = next(Path(b.path) for b in dyn.bundles if b.precision == "int8")
     return bundles
 
 
@@ -211,3 +212,28 @@ def test_fallback_rebuild_reuses_calibration_and_raises_precision(tmp_path, tiny
     assert not [p for p in tmp_path.rglob("*") if p.suffix in (".pkl", ".pickle")]  # kept in memory, never pickled
     assert decisions[1]["int16_fully_connected"] == [MATMUL.format(1, "intermediate/dense")]
     assert int16_fc[1] == int16_fc[0] + 1
+
+
+def test_a_quantizer_failure_reaches_the_user_naming_the_stage(tmp_path, tiny_model_dir, monkeypatch):
+    """Whatever ai-edge-quantizer raises inside a build becomes a QuantizationError that says which build failed."""
+    from edgesdk.backends import tflite
+    from edgesdk.errors import QuantizationError
+
+    def broken(*args, **kwargs):
+        raise ValueError("Tensor name x is not unique in the model.")
+
+    monkeypatch.setattr(tflite, "dynamic_int8", broken)  # the quantizer call itself, not the runtime
+    with pytest.raises(QuantizationError, match="ai-edge-quantizer failed building the int8 dynamic TFLite model: "
+                                                "ValueError: Tensor name x"):
+        export(ExportOptions(targets=(str(_profile(tmp_path)),), model=str(tiny_model_dir), out=str(tmp_path / "d"),
+                             precisions=("int8",), quant=QuantOverrides(mode="dynamic"), fidelity_samples=8,
+                             progress=False))
+    assert not list((tmp_path / "d").glob("*int8*")), "no bundle, not even a hidden staging folder, stays behind"
+
+
+def test_repeated_tensor_names_are_made_unique_across_signatures(android):
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(android["dynamic"] / "model.tflite"))
+    names = [t.name for g in model.subgraphs for t in g.tensors]
+    assert len(model.subgraphs) == 2 and len(names) == len(set(names))
