@@ -116,3 +116,32 @@ def test_thread_safety_gives_identical_results(tiny_export):
 def test_bad_threads_value(tiny_bundle):
     with pytest.raises(InputError, match="threads"):
         load(tiny_bundle, threads=0)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_eight_threads_times_500_calls_are_bit_identical(tiny_export, backend):
+    """One Runner shared by 8 threads, 500 calls each, mixed inputs: every answer equals the single-thread one."""
+    from pathlib import Path
+
+    path = next(b.path for b in tiny_export.bundles if b.backend == backend and b.precision == "int8")
+    runner = load(Path(path), threads=1)
+    feeds = [runner.tokenize([f"thread {i} says {'hello ' * i}"]) for i in range(4)]
+    name = runner.outputs[0].name
+    expected = [runner.run(f)[name] for f in feeds]
+    mismatches, errors = [], []
+
+    def work(worker):
+        try:
+            for call in range(500):
+                k = (worker + call) % len(feeds)
+                if not np.array_equal(runner.run(feeds[k])[name], expected[k]):
+                    mismatches.append((worker, call))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and not mismatches, (errors[:1], mismatches[:5])
