@@ -251,6 +251,7 @@ def _add_backend_options(parser) -> None:
             seen.setdefault(option.flag, []).append(item.name)
             if len(seen[option.flag]) == 1:
                 group.add_argument(option.flag, dest=f"device__{option.field}", type=option.type,
+                                   metavar=option.field.upper(),
                                    help=f"[{item.name}] {option.help}")
 
 
