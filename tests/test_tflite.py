@@ -29,7 +29,7 @@ def android(tmp_path_factory, tiny_model_dir):
     profile = str(_profile(work))
     common = dict(targets=(profile,), model=str(tiny_model_dir), fidelity_samples=32, progress=False)
     full = export(ExportOptions(out=str(work / "dist"), precisions=("fp32", "fp16", "int8"), **common))
-    # fp32 + dynamic INT8 in one command: the path that crashed in ai-edge-quantizer on repeated tensor names
+    # fp32 + dynamic INT8 in one command: the path that crashed in litert-quantizer on repeated tensor names
     dyn = export(ExportOptions(out=str(work / "dyn"), precisions=("fp32", "int8"),
                                quant=QuantOverrides(mode="dynamic"), **common))
     bundles = {b.precision: Path(b.path) for b in full.bundles}
@@ -215,7 +215,7 @@ def test_fallback_rebuild_reuses_calibration_and_raises_precision(tmp_path, tiny
 
 
 def test_a_quantizer_failure_reaches_the_user_naming_the_stage(tmp_path, tiny_model_dir, monkeypatch):
-    """Whatever ai-edge-quantizer raises inside a build becomes a QuantizationError that says which build failed."""
+    """Whatever litert-quantizer raises inside a build becomes a QuantizationError that says which build failed."""
     from edgesdk.backends import tflite
     from edgesdk.errors import QuantizationError
 
@@ -223,7 +223,7 @@ def test_a_quantizer_failure_reaches_the_user_naming_the_stage(tmp_path, tiny_mo
         raise ValueError("Tensor name x is not unique in the model.")
 
     monkeypatch.setattr(tflite, "dynamic_int8", broken)  # the quantizer call itself, not the runtime
-    with pytest.raises(QuantizationError, match="ai-edge-quantizer failed building the int8 dynamic TFLite model: "
+    with pytest.raises(QuantizationError, match="litert-quantizer failed building the int8 dynamic TFLite model: "
                                                 "ValueError: Tensor name x"):
         export(ExportOptions(targets=(str(_profile(tmp_path)),), model=str(tiny_model_dir), out=str(tmp_path / "d"),
                              precisions=("int8",), quant=QuantOverrides(mode="dynamic"), fidelity_samples=8,

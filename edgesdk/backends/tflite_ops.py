@@ -54,7 +54,7 @@ GPU_OPS = frozenset((
 ))
 
 # Ops allowed to touch float in a "full-integer" graph: the float→int entry (QUANTIZE), the exit (DEQUANTIZE),
-# the mask's int→float CAST and the hybrid EMBEDDING_LOOKUP (int8 table, float rows: ai-edge-quantizer has no
+# the mask's int→float CAST and the hybrid EMBEDDING_LOOKUP (int8 table, float rows: litert-quantizer has no
 # static-int8 embedding lookup; the QUANTIZE after it starts the integer graph).
 BOUNDARY_OPS = frozenset(("QUANTIZE", "DEQUANTIZE", "CAST", "EMBEDDING_LOOKUP"))
 FLOAT_DTYPES = ("float32", "float16")

@@ -5,7 +5,7 @@ What converters need from this family and nothing else knows:
   additive mask ((1 - mask) * -100, eager attention): an additive mask of ±inf / dtype-min wrecks calibration ranges.
   With a BERT classification head the pooler + classifier are rebuilt on the same wrapper; other HF models run
   through a generic wrapper with their own mask handling. `mul_layernorm` rewrites LayerNorm's variance with MUL
-  (same math) because ai-edge-quantizer has no int16 SQUARED_DIFFERENCE kernel.
+  (same math) because litert-quantizer has no int16 SQUARED_DIFFERENCE kernel.
 - `example_feeds(seq)` and `static_feeds(batch, seq)`: a real-looking token row, and calibration rows padded or
   truncated to int32 [1, seq].
 - `TFLITE_INT16_SCOPES`: for BERT-like module names, the tensor-name scopes that full-integer TFLite keeps at int16
@@ -27,7 +27,7 @@ TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 MASK_VALUE = -100.0  # finite: softmax weight e^-100 ≈ 0, and the mask ADD's range stays ≈ [-110, 10]
 EXAMPLE_IDS = (101, 7592, 2088, 102)  # [CLS] hello world [SEP] in the BERT uncased vocabulary
 
-# ai-edge-quantizer op scope = output tensor names joined by ';' plus a trailing ';'.
+# litert-quantizer op scope = output tensor names joined by ';' plus a trailing ';'.
 _LN = r"(LayerNorm_LayerNorm;\d*;$|serving_default_output_0_output)"
 _RES = r"Output_output;;"  # residual ADDs (…SelfOutput_output;; and …Output_output;;)
 _EMB = r"Embeddings_embeddings;\d*;$"  # the embedding-sum ADDs

@@ -9,7 +9,7 @@ the same QuantSpec → NNCF mapping (preset from the activation scheme, per-chan
 scope from float_ops) and inserts the same kind of fake quantizers PTQ would place, with trainable ranges. torchao's
 PT2E QAT would need a second, per-backend quantizer config; ModelOpt pins an older onnx than this stack.
 After training the weights are baked onto their learned int8 grid (`nncf.strip`, which clamps and rounds them) and
-saved as a float model: each target's own quantizer (NNCF for ONNX/OpenVINO/TensorRT, ai-edge-quantizer for
+saved as a float model: each target's own quantizer (NNCF for ONNX/OpenVINO/TensorRT, litert-quantizer for
 LiteRT) then re-derives exactly that weight grid (symmetric per-channel min-max of on-grid weights) and calibrates
 the activations. The learned activation ranges are not carried into the artefacts: no converter here takes NNCF's
 fake-quantize ranges into a LiteRT full-integer model, and the record says so.
