@@ -131,12 +131,17 @@ def test_settings_are_validated(tvm_bundles):
             decode(TVMSettings, dict(good, **bad), BundleError)
 
 
-def test_int8_is_refused_naming_what_the_target_accepts(tmp_path, tiny_model_dir):
+def test_fp16_and_dynamic_int8_are_refused_before_any_work(tmp_path, tiny_model_dir):
     from edgesdk.api import ExportOptions, export
+    from edgesdk.errors import QuantizationError
+    from edgesdk.quant.spec import QuantOverrides
 
-    with pytest.raises(InputError, match="accepts fp32"):
+    with pytest.raises(InputError, match="accepts fp32, int8"):
         export(ExportOptions(targets=("tvm-x86",), model=str(tiny_model_dir), out=str(tmp_path),
-                             precisions=("int8",), progress=False))
+                             precisions=("fp16",), progress=False))
+    with pytest.raises(QuantizationError, match="cannot honour mode = 'dynamic'"):
+        export(ExportOptions(targets=("tvm-x86",), model=str(tiny_model_dir), out=str(tmp_path),
+                             precisions=("int8",), quant=QuantOverrides(mode="dynamic"), progress=False))
 
 
 def test_tuning_a_cross_target_is_refused(tmp_path, tiny_model_dir):

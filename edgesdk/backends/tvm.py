@@ -14,7 +14,8 @@ bundles (`OUT/tvm-tuning/<graph sha256 + target + buckets>/`), which a later exp
 Cross-compiled targets (an `mtriple` that is not this machine's) cannot run here: the bundle then also carries a
 twin library of the same Relax module compiled for this machine (`host/`), which the export's verification and
 `edgesdk verify` on this machine run; the manifest settings say the device library itself is unverified.
-Precisions: fp32 only (measured: TVM 0.27 on x86 CPU gives FP16 and QDQ INT8 no speed; see README).
+Precisions: fp32, and static INT8 as NNCF's QDQ graph, which Relax imports as quantize/dequantize ops around float
+MatMuls: a quarter of the weight bytes, no faster than FP32 (measured, see README). FP16 is not built.
 """
 
 from __future__ import annotations
@@ -93,20 +94,20 @@ def target_dict(dev: TVMDevice, host: bool = False) -> dict:
 
 
 def convert(ctx: ConvertContext) -> Artefact:
-    if ctx.precision != "fp32":
-        raise QuantizationError(f"the tvm backend builds fp32 only, not {ctx.precision} (TVM 0.27 on CPU runs "
-                                "FP16 and QDQ INT8 no faster than FP32; see the README's TVM section).")
-    tvm = require("tvm", "tvm")
+    if ctx.precision not in ("fp32", "int8"):
+        raise QuantizationError(f"the tvm backend builds fp32 and int8, not {ctx.precision} (see the README's TVM "
+                                "section for what FP16 measured).")
     onnx = require("onnx", "export")
+    graph, quant = (ctx.onnx_path, {}) if ctx.precision == "fp32" else _qdq(ctx)
     dev: TVMDevice = ctx.profile.device
     limit = min(ctx.profile.shapes.max_seq, ctx.source.max_length)
     buckets = clamp_buckets(dev.buckets, limit)
     started = time.perf_counter()
-    mod, weights, inputs = relax_module(ctx, buckets, dev.batch)
+    mod, weights, inputs = relax_module(ctx, graph, buckets, dev.batch)
     imported = time.perf_counter() - started
     cross = bool(dev.mtriple) and triple_machine(dev.mtriple) != machine()
     target = target_dict(dev)
-    graph_sha = _sha256(ctx.onnx_path)
+    graph_sha = _sha256(graph)
     database, tuned, tune_seconds = _tuning(ctx, mod, target, dev, graph_sha, buckets)
     started = time.perf_counter()
     _compile(ctx, mod, target, database, ctx.out_dir / LIBRARY, dev.cc or None, graph_sha, buckets)
@@ -130,7 +131,7 @@ def convert(ctx: ConvertContext) -> Artefact:
     log.info("tvm: %d bucket(s) %s, import %.1fs, compile %.1fs%s", len(buckets), list(buckets), imported, compiled,
              f", tuning {tune_seconds:.0f}s ({tuned} trials)" if tuned else " (untuned)")
     spec_in, spec_out = onnx_io_specs(onnx.load(str(ctx.onnx_path), load_external_data=False))
-    decisions = {"tool": "tvm.relax", "buckets": list(buckets), "batch": dev.batch, "target": target,
+    decisions = {**quant, "compiler": "tvm.relax", "buckets": list(buckets), "batch": dev.batch, "target": target,
                  "tune_trials": tuned, "tune_seconds": round(tune_seconds, 1), "import_seconds": round(imported, 1),
                  "compile_seconds": round(compiled, 1), "device_library_verified_here": not cross,
                  "shapes": "one static function per sequence bucket: Relax cannot import the graph with dynamic "
@@ -140,12 +141,32 @@ def convert(ctx: ConvertContext) -> Artefact:
                     runtime_requirements=[f"apache-tvm=={_version()}"])
 
 
-def relax_module(ctx: ConvertContext, buckets: tuple[int, ...], batch: int):
+def relax_module(ctx: ConvertContext, graph: Path, buckets: tuple[int, ...], batch: int):
     """One Relax IRModule with a function `seq<N>` per bucket, the shared weights (in parameter order) and the
     token input names. Cached for the export (the x86 and arm64 profiles import the same graph once)."""
-    key = ("tvm-relax", str(ctx.onnx_path), buckets, batch)
+    key = ("tvm-relax", _sha256(graph), buckets, batch)
     if key not in ctx.cache:
-        ctx.cache[key] = _import(ctx.onnx_path, buckets, batch)
+        ctx.cache[key] = _import(graph, buckets, batch)
+    return ctx.cache[key]
+
+
+def _qdq(ctx: ConvertContext) -> tuple[Path, dict]:
+    """Static INT8 as NNCF's QDQ ONNX (the shared QuantSpec → NNCF mapping), cached for the export by spec and the
+    layers kept in float. Relax imports the Q/DQ pairs as quantize/dequantize ops: int8 weights stay int8 in
+    weights.npz (a quarter of the bytes), the MatMuls run in float (measured: no faster than FP32)."""
+    if ctx.spec.mode != "static":
+        raise QuantizationError(f"the tvm target builds static INT8 (QDQ) only, not --quant-mode {ctx.spec.mode}.")
+    if ctx.calibration is None:
+        raise QuantizationError("static INT8 needs calibration data; none was built.")
+    from ..quant.nncf_options import nncf_quantize_onnx
+
+    key = ("tvm-qdq", json.dumps(ctx.spec.to_dict(), sort_keys=True, default=str), ctx.keep_float)
+    if key not in ctx.cache:
+        folder = (ctx.work_dir or ctx.out_dir.parent) / "tvm-qdq"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{hashlib.sha256(repr(key).encode()).hexdigest()[:16]}.onnx"
+        decisions = nncf_quantize_onnx(ctx.onnx_path, path, ctx.spec, ctx.calibration, ctx.keep_float)
+        ctx.cache[key] = (path, decisions)
     return ctx.cache[key]
 
 
@@ -301,8 +322,11 @@ def _version() -> str:
 
 
 BACKEND = Backend(
-    name="tvm", convert=convert, device=TVMDevice, precisions=("fp32",), extra="tvm",
-    tools=("apache-tvm", "onnx", "onnxslim"), spec={}, shape_policies=("static",),
+    name="tvm", convert=convert, device=TVMDevice, precisions=("fp32", "int8"), extra="tvm",
+    tools=("apache-tvm", "onnx", "onnxslim", "nncf"), shape_policies=("static",),
+    spec={"mode": ("static",), "calibration_method": ("minmax", "percentile", "mse"),
+          "weight_granularity": ("per_channel",), "weight_symmetric": (True,), "activation_dtype": ("int8",),
+          "activation_symmetric": (True, False), "smooth_quant": (True, False), "float_ops": ("*",)},
     options=(BackendOption("--tune-trials", "tune_trials", int,
                            "tvm targets: MetaSchedule tuning trials (0 = untuned; the database is cached under "
                            "OUT/tvm-tuning/ and reused)"),),
