@@ -249,8 +249,6 @@ def _tuning(ctx: ConvertContext, mod, target: dict, dev: TVMDevice, graph_sha: s
                            f"measures every trial on the device itself, which this {machine()} machine is not. "
                            "Export it untuned (--tune-trials 0), or tune on the board (see the README's TVM section).")
     tvm = require("tvm", "tvm")
-    from tvm.s_tir.meta_schedule.relax_integration import tune_relax
-
     name = json.dumps({"graph": graph_sha, "target": {k: v for k, v in target.items() if k != "num-cores"},
                        "buckets": buckets, "batch": dev.batch}, sort_keys=True)
     folder = ctx.out_dir.parent / "tvm-tuning" / hashlib.sha256(name.encode()).hexdigest()[:20]
@@ -261,16 +259,41 @@ def _tuning(ctx: ConvertContext, mod, target: dict, dev: TVMDevice, graph_sha: s
         log.info("tvm: reusing the tuning database %s (%d trials)", folder, done)
         return folder, done, 0.0
     more = dev.tune_trials - done
-    tgt = tvm.target.Target(target)
     log.info("tvm: MetaSchedule tuning, %d trials (%s) into %s", more, "continuing" if done else "new", folder)
     started = time.perf_counter()
     with _progress(folder / "database_tuning_record.json", more, "tvm tuning"):
-        tune_relax(_legalized(mod, tgt), {}, tgt, work_dir=str(folder), max_trials_global=more,
-                   num_trials_per_iter=min(64, max(8, more // 8)), seed=0)
+        _tune_in_child(_legalized(mod, tvm.target.Target(target)), target, folder, more)
     seconds = time.perf_counter() - started
     meta.write_text(json.dumps({"trials": dev.tune_trials, "graph_sha256": graph_sha, "target": target,
                                 "buckets": list(buckets), "seconds": round(seconds, 1)}), encoding="utf-8")
     return folder, dev.tune_trials, seconds
+
+
+def _tune_in_child(mod, target: dict, folder: Path, trials: int) -> None:
+    """MetaSchedule in a child process: it is CPU heavy for minutes, and a crash inside TVM's C++ (seen with
+    0.27.0.post1 on this project's machines) must end the tuning, not the export."""
+    import subprocess
+    import sys
+
+    tvm = require("tvm", "tvm")
+    (folder / "module.json").write_text(tvm.ir.save_json(mod), encoding="utf-8")
+    code = ("import json, sys, tvm\n"
+            "from tvm.s_tir.meta_schedule.relax_integration import tune_relax\n"
+            "folder, target, trials = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])\n"
+            "mod = tvm.ir.load_json(open(folder + '/module.json').read())\n"
+            "try:\n    import xgboost  # noqa: F401\n    cost = 'xgb'\n"
+            "except ImportError:  # MetaSchedule's default cost model needs xgboost; without it, random\n"
+            "    cost = 'random'\n"
+            "tune_relax(mod, {}, tvm.target.Target(target), work_dir=folder, max_trials_global=trials,\n"
+            "           num_trials_per_iter=min(64, max(8, trials // 8)), cost_model=cost, seed=0)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(folder), json.dumps(target), str(trials)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
+    if done.returncode != 0:
+        tail = " ".join(line for line in done.stderr.splitlines()[-40:] if "Error" in line or "Segfault" in line)
+        how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit status {done.returncode}"
+        raise EdgeSDKError(f"MetaSchedule tuning failed ({how}) in apache-tvm {_version()}: "
+                           f"{tail[:300] or 'no message'}. Export untuned (--tune-trials 0); the log is in "
+                           f"{folder}/logs.")
 
 
 class _progress:
