@@ -108,7 +108,7 @@ def convert(ctx: ConvertContext) -> Artefact:
     cross = bool(dev.mtriple) and triple_machine(dev.mtriple) != machine()
     target = target_dict(dev)
     graph_sha = _sha256(graph)
-    database, tuned, tune_seconds = _tuning(ctx, mod, target, dev, graph_sha, buckets)
+    database, tuned, tune_seconds = _tuning(ctx, graph, target, dev, graph_sha, buckets)
     started = time.perf_counter()
     _compile(ctx, mod, target, database, ctx.out_dir / LIBRARY, dev.cc or None, graph_sha, buckets)
     files = [LIBRARY, WEIGHTS]
@@ -239,7 +239,8 @@ def _legalized(mod, target):
         return tvm.transform.Sequential(passes)(mod)
 
 
-def _tuning(ctx: ConvertContext, mod, target: dict, dev: TVMDevice, graph_sha: str, buckets: tuple[int, ...]):
+def _tuning(ctx: ConvertContext, graph: Path, target: dict, dev: TVMDevice, graph_sha: str,
+            buckets: tuple[int, ...]):
     """(database folder or None, trials in it, seconds spent now). The cache under OUT/tvm-tuning/ is reused when it
     holds at least the asked trials for this graph, target and buckets; otherwise tuning continues from it."""
     if dev.tune_trials == 0:
@@ -248,7 +249,6 @@ def _tuning(ctx: ConvertContext, mod, target: dict, dev: TVMDevice, graph_sha: s
         raise EdgeSDKError(f"target '{ctx.profile.name}' is cross-compiled for {target['mtriple']}: MetaSchedule "
                            f"measures every trial on the device itself, which this {machine()} machine is not. "
                            "Export it untuned (--tune-trials 0), or tune on the board (see the README's TVM section).")
-    tvm = require("tvm", "tvm")
     name = json.dumps({"graph": graph_sha, "target": {k: v for k, v in target.items() if k != "num-cores"},
                        "buckets": buckets, "batch": dev.batch}, sort_keys=True)
     folder = ctx.out_dir.parent / "tvm-tuning" / hashlib.sha256(name.encode()).hexdigest()[:20]
@@ -262,32 +262,41 @@ def _tuning(ctx: ConvertContext, mod, target: dict, dev: TVMDevice, graph_sha: s
     log.info("tvm: MetaSchedule tuning, %d trials (%s) into %s", more, "continuing" if done else "new", folder)
     started = time.perf_counter()
     with _progress(folder / "database_tuning_record.json", more, "tvm tuning"):
-        _tune_in_child(_legalized(mod, tvm.target.Target(target)), target, folder, more)
+        _tune_in_child(graph, buckets, dev.batch, target, folder, more)
     seconds = time.perf_counter() - started
     meta.write_text(json.dumps({"trials": dev.tune_trials, "graph_sha256": graph_sha, "target": target,
                                 "buckets": list(buckets), "seconds": round(seconds, 1)}), encoding="utf-8")
     return folder, dev.tune_trials, seconds
 
 
-def _tune_in_child(mod, target: dict, folder: Path, trials: int) -> None:
-    """MetaSchedule in a child process: it is CPU heavy for minutes, and a crash inside TVM's C++ (seen with
-    0.27.0.post1 on this project's machines) must end the tuning, not the export."""
+def _tune_in_child(graph: Path, buckets: tuple[int, ...], batch: int, target: dict, folder: Path,
+                   trials: int) -> None:
+    """MetaSchedule in a child process that imports the graph itself: tuning is CPU heavy for minutes, and a crash
+    inside TVM's C++ must end the tuning, not the export. apache-tvm 0.27.0.post1 segfaults here (Zen 3) in
+    TuneContext initialisation (the default LLVM mutators) and, without mutators under replay-trace, when the
+    task scheduler initialises its first task: measured on a plain 128x384x384 matmul, so on these machines
+    tuning ends in a named error."""
     import subprocess
     import sys
 
-    tvm = require("tvm", "tvm")
-    (folder / "module.json").write_text(tvm.ir.save_json(mod), encoding="utf-8")
-    code = ("import json, sys, tvm\n"
+    code = ("import json, sys\n"
+            "from pathlib import Path\n"
+            "import tvm\n"
             "from tvm.s_tir.meta_schedule.relax_integration import tune_relax\n"
-            "folder, target, trials = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])\n"
-            "mod = tvm.ir.load_json(open(folder + '/module.json').read())\n"
-            "try:\n    import xgboost  # noqa: F401\n    cost = 'xgb'\n"
-            "except ImportError:  # MetaSchedule's default cost model needs xgboost; without it, random\n"
-            "    cost = 'random'\n"
-            "tune_relax(mod, {}, tvm.target.Target(target), work_dir=folder, max_trials_global=trials,\n"
-            "           num_trials_per_iter=min(64, max(8, trials // 8)), cost_model=cost, seed=0)\n")
-    done = subprocess.run([sys.executable, "-c", code, str(folder), json.dumps(target), str(trials)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace")
+            "from edgesdk.backends.tvm import _import, _legalized\n"
+            "graph, folder, target, trials, buckets, batch = sys.argv[1:7]\n"
+            "mod = _import(Path(graph), tuple(json.loads(buckets)), int(batch))[0]\n"
+            "target = tvm.target.Target(json.loads(target))\n"
+            "tune_relax(_legalized(mod, target), {}, target, work_dir=folder, max_trials_global=int(trials),\n"
+            "           num_trials_per_iter=min(64, max(8, int(trials) // 8)), cost_model=sys.argv[7], seed=0)\n")
+    try:
+        import xgboost  # noqa: F401
+        cost = "xgb"
+    except ImportError:  # MetaSchedule's default cost model needs xgboost, which is not a dependency
+        cost = "random"
+    args = [str(graph), str(folder), json.dumps(target), str(trials), json.dumps(list(buckets)), str(batch), cost]
+    done = subprocess.run([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, errors="replace")
     if done.returncode != 0:
         tail = " ".join(line for line in done.stderr.splitlines()[-40:] if "Error" in line or "Segfault" in line)
         how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit status {done.returncode}"
