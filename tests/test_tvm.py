@@ -131,14 +131,25 @@ def test_settings_are_validated(tvm_bundles):
             decode(TVMSettings, dict(good, **bad), BundleError)
 
 
-def test_fp16_and_dynamic_int8_are_refused_before_any_work(tmp_path, tiny_model_dir):
+def test_fp16_is_mixed_precision_compute_verified_like_fp32(tmp_path, tiny_model_dir):
+    from edgesdk.api import ExportOptions, export
+
+    profile = write_profile(tmp_path / "h.toml", "tvm-x86", name="h", shapes={"max_seq": 16},
+                            device={"buckets": [16]})
+    result = export(ExportOptions(targets=(str(profile),), model=str(tiny_model_dir), out=str(tmp_path / "d"),
+                                  precisions=("fp16",), fidelity_samples=8, progress=False))
+    bundle = read_bundle(result.bundles[0].path)
+    assert bundle.manifest.quantization.decisions["call"] == "tvm.relax.transform.ToMixedPrecision"
+    assert bundle.manifest.fidelity.cosine_min >= 0.9999
+    with load(result.bundles[0].path, threads=1) as runner:
+        assert runner.embed(TEXTS).dtype == np.float32
+
+
+def test_dynamic_int8_is_refused_before_any_work(tmp_path, tiny_model_dir):
     from edgesdk.api import ExportOptions, export
     from edgesdk.errors import QuantizationError
     from edgesdk.quant.spec import QuantOverrides
 
-    with pytest.raises(InputError, match="accepts fp32, int8"):
-        export(ExportOptions(targets=("tvm-x86",), model=str(tiny_model_dir), out=str(tmp_path),
-                             precisions=("fp16",), progress=False))
     with pytest.raises(QuantizationError, match="cannot honour mode = 'dynamic'"):
         export(ExportOptions(targets=("tvm-x86",), model=str(tiny_model_dir), out=str(tmp_path),
                              precisions=("int8",), quant=QuantOverrides(mode="dynamic"), progress=False))
