@@ -15,3 +15,13 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e ".[all,test]"
   touch "$stamp"
 fi
+# The tvm-arm64 target links its aarch64 library with the cross gcc: install it when missing and we may (it is
+# used only where the tvm extra is installed, in an environment of its own: see pyproject.toml).
+if .venv/bin/python -c "import tvm" >/dev/null 2>&1 && ! command -v aarch64-linux-gnu-gcc >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-aarch64-linux-gnu >/dev/null \
+      || echo "note: could not install gcc-aarch64-linux-gnu; --target tvm-arm64 will fail to link" >&2
+  else
+    echo "note: aarch64-linux-gnu-gcc is missing (needed by --target tvm-arm64): apt-get install gcc-aarch64-linux-gnu" >&2
+  fi
+fi

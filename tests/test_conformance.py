@@ -22,6 +22,13 @@ from edgesdk.runtime.verify import verify_bundle
 from tests.conftest import write_profile
 
 PROFILES = bundled_profiles()
+# a backend whose own extra cannot be installed beside the others (tvm: see pyproject.toml) is tested where it is
+MISSING = {name: backends()[load_profile(name).backend].missing() for name in PROFILES}
+EXPORTABLE = [name for name in PROFILES if MISSING[name] is None]
+
+
+def _param(name):
+    return pytest.param(name, marks=pytest.mark.skipif(MISSING[name] is not None, reason=str(MISSING[name])))
 
 
 def test_every_backend_has_both_halves_and_every_profile_a_backend():
@@ -43,7 +50,7 @@ def bundles(tmp_path_factory, tiny_model_dir) -> dict[str, dict[str, Path]]:
 
     work = tmp_path_factory.mktemp("conformance")
     targets = []
-    for name in PROFILES:
+    for name in EXPORTABLE:
         targets.append(str(write_profile(
             work / f"c-{name}.toml", name, name=f"c-{name}", fidelity={"cosine_mean": 0.98, "cosine_min": 0.9},
             quant={"samples": 16},
@@ -58,7 +65,7 @@ def bundles(tmp_path_factory, tiny_model_dir) -> dict[str, dict[str, Path]]:
     return found
 
 
-@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("profile", [_param(p) for p in PROFILES])
 def test_bundle_loads_runs_and_verifies(bundles, profile):
     assert set(bundles[profile]) == {"fp32", "int8"} & set(load_profile(profile).precisions)
     for precision, path in bundles[profile].items():
@@ -73,7 +80,7 @@ def test_bundle_loads_runs_and_verifies(bundles, profile):
         assert precision in bundle.manifest.memory_plan.per_precision
 
 
-@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("profile", [_param(p) for p in PROFILES])
 def test_inspect_shows_the_backends_own_lines(bundles, profile, capsys):
     path = next(iter(bundles[profile].values()))
     assert main(["inspect", str(path)]) == 0
@@ -86,7 +93,7 @@ def test_inspect_shows_the_backends_own_lines(bundles, profile, capsys):
     assert json.loads(capsys.readouterr().out)["target"]["backend"] == bundle.backend
 
 
-@pytest.mark.parametrize("profile", [p for p in PROFILES if "int8" in load_profile(p).precisions])
+@pytest.mark.parametrize("profile", [_param(p) for p in PROFILES if "int8" in load_profile(p).precisions])
 def test_int8_is_smaller_and_recorded(bundles, profile):
     fp32, int8 = bundles[profile]["fp32"], bundles[profile]["int8"]
     size = {k: sum(read_bundle(p).manifest.files[f].bytes for f in read_bundle(p).manifest.artefact.files)

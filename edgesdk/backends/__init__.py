@@ -76,6 +76,18 @@ class Backend:
     activation_bytes: Callable[[str, Any, bool], int | None] | None = None  # (precision, device, full_int) → bytes
     from_torch: bool = False  # converts the source's torch module (not the ONNX): needs a PyTorch source
     options: tuple[BackendOption, ...] = ()  # `edgesdk export` flags that override [device] fields
+    requires: tuple[str, ...] = ()  # modules export needs beyond the core extras (e.g. "tvm"): see missing()
+
+    def missing(self) -> str | None:
+        """Why this backend cannot export in this environment (a required module does not import), or None."""
+        import importlib
+
+        for module in self.requires:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                return f"{module} does not import ({exc}); pip install 'edgesdk[{self.extra}]'"
+        return None
 
     def check_spec(self, spec: "QuantSpec", profile_name: str) -> None:
         """Refuse, before any work, a QuantSpec value this backend cannot honour, naming what it can."""

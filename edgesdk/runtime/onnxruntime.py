@@ -42,7 +42,8 @@ def session_options(ort, threads: int | None):
 
 
 class ORTSession:
-    def __init__(self, bundle: Bundle, threads: int | None, providers: list | None = None):
+    def __init__(self, bundle: Bundle, threads: int | None, providers: list | None = None,
+                 disabled_optimizers: tuple[str, ...] = ()):
         ort = import_ort()
         options = session_options(ort, threads)
         available = set(ort.get_available_providers())
@@ -50,7 +51,7 @@ class ORTSession:
         chosen = [p for p in wanted if (p[0] if isinstance(p, tuple) else p) in available] or ["CPUExecutionProvider"]
         try:
             self._session = ort.InferenceSession(str(bundle.artefact), options, providers=chosen,
-                                                 disabled_optimizers=list(bundle.settings.disabled_optimizers))
+                                                 disabled_optimizers=list(disabled_optimizers))
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             raise BundleError(f"ONNX Runtime cannot load {bundle.artefact}: {exc}") from exc
         self._output_names = [o.name for o in self._session.get_outputs()]
@@ -63,7 +64,7 @@ class ORTSession:
 
 
 def open_session(bundle: Bundle, threads: int | None) -> ORTSession:
-    return ORTSession(bundle, threads)
+    return ORTSession(bundle, threads, disabled_optimizers=bundle.settings.disabled_optimizers)
 
 
 def _describe(bundle: Bundle) -> list[tuple[str, str]]:
