@@ -174,6 +174,7 @@ def _yes_no(value: str) -> bool:
 
 BACKEND = Backend(
     name="onnxruntime", convert=convert, device=ORTDevice, precisions=("fp32", "int8"), extra="onnxruntime",
+    requires=("onnxruntime", "nncf"),
     options=(BackendOption("--ort-integer-kernels", "integer_kernels", _yes_no,
                            "true (default): static INT8 runs ORT's integer MatMul kernels (a Q/DQ pair per "
                            "consumer); false: NNCF's shared pairs, float kernels"),),

@@ -67,6 +67,7 @@ def _quantize(model, ctx: ConvertContext):
 
 BACKEND = Backend(
     name="openvino", convert=convert, device=OpenVINODevice, precisions=("fp32", "fp16", "int8"), extra="openvino",
+    requires=("openvino", "nncf"),
     tools=("openvino", "nncf"),
     spec={"mode": ("static", "weight-only"), "calibration_method": ("minmax", "percentile", "mse"),
           "weight_granularity": ("per_channel",), "activation_dtype": ("int8",),

@@ -165,6 +165,7 @@ def parse_script_shapes(script: str) -> dict[str, dict[str, list[int]]]:
 
 BACKEND = Backend(
     name="tensorrt", convert=convert, device=TensorRTDevice, precisions=("fp32", "fp16", "int8"), extra="export",
+    requires=("onnx", "nncf", "onnxruntime"),
     tools=("onnx", "nncf"), shape_policies=("profiles",),
     spec={"mode": ("static",), "calibration_method": ("minmax", "percentile", "mse"),
           "weight_granularity": ("per_channel",), "activation_dtype": ("int8",), "activation_symmetric": (True,),

@@ -396,6 +396,7 @@ def _preference(delegates: list[str], precision: str, full_integer_model: bool) 
 
 BACKEND = Backend(
     name="tflite", convert=convert, device=TFLiteDevice, precisions=("fp32", "fp16", "int8"), extra="android",
+    requires=("litert_torch", "litert_quantizer", "ai_edge_litert"),
     tools=("litert-torch", "ai-edge-litert", "litert-quantizer", "torch"), shape_policies=("static",),
     from_torch=True,
     spec={"mode": ("static", "dynamic"), "calibration_method": ("minmax",), "weight_granularity": ("per_channel",),
