@@ -35,7 +35,7 @@ from .quant.fallback import FallbackResult, run_with_fallback
 from .runtime import manifest as mf
 from .runtime.manifest import open_bundle, sha256_file
 from .runtime.runner import Runner
-from .runtime.schema import decode
+from .runtime.schema import decode, encode
 from .runtime.text import TextEncoder, pool
 
 log = logging.getLogger("edgesdk")
@@ -176,7 +176,6 @@ def _with_device_overrides(profile: TargetProfile, overrides, used: set[str]) ->
     from dataclasses import fields as dc_fields
 
     from .errors import ProfileError
-    from .runtime.schema import encode
 
     known = {f.name for f in dc_fields(profile.device)}
     mine = {k: v for k, v in overrides if k in known}
@@ -318,7 +317,7 @@ def _export_one(options: ExportOptions, shared: _Shared, profile: TargetProfile,
     size = sum((final / f).stat().st_size for f in outcome.artefact.files)
     return BundleSummary(str(final), profile.name, profile.backend, precision, size, outcome.fidelity.to_dict(),
                          outcome.kept_in_float, round(time.perf_counter() - started, 1),
-                         mf_dict(manifest.evaluation))
+                         encode(manifest.evaluation) if manifest.evaluation is not None else None)
 
 
 @dataclass
@@ -332,12 +331,6 @@ class _Staged:
     def discard(self) -> None:
         self.runner.close()
         discard(self.path)
-
-
-def mf_dict(value) -> dict[str, Any] | None:
-    from .runtime.schema import encode
-
-    return encode(value) if value is not None else None
 
 
 def _memory_plan(profile: TargetProfile, shared: _Shared) -> mf.MemoryPlan | None:

@@ -83,9 +83,10 @@ class Runner:
         a batch pads to its own longest text, so sorting saves the padding a mixed corpus would pay for."""
         _check_batch(batch_size)
         order = np.argsort([-len(t) for t in texts], kind="stable")
-        parts = [run([texts[i] for i in order[j:j + batch_size]]) for j in range(0, len(texts), batch_size)]
-        out = np.empty_like(np.concatenate(parts))
-        out[order] = np.concatenate(parts)
+        sorted_rows = np.concatenate([run([texts[i] for i in order[j:j + batch_size]])
+                                      for j in range(0, len(texts), batch_size)])
+        out = np.empty_like(sorted_rows)
+        out[order] = sorted_rows
         return out
 
     def _embed_batch(self, texts: list[str]) -> np.ndarray:

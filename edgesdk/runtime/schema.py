@@ -93,13 +93,11 @@ def _decode_value(hint: Any, value: Any, where: str, depth: int) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        options = [a for a in args if a is not type(None)]
-        errors = []
-        for option in options:
+        for option in (a for a in args if a is not type(None)):
             try:
                 return _decode_value(option, value, where, depth)
-            except _Fail as exc:
-                errors.append(str(exc))
+            except _Fail:
+                continue
         raise _Fail(where, f"must be {' or '.join(_name(o) for o in args)}, got {_show(value)}")
     if hint is JSON:
         _check_json(value, where, depth)
