@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import platform
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -27,20 +26,19 @@ from .backends import Artefact, Backend, ConvertContext, backend
 from .bundle import discard, finalize, staging_dir
 from .errors import EdgeSDKError, InputError, ModelSourceError
 from .evaluate import Fidelity, LabelledSet, accuracy, check_labels, fidelity, read_labelled
-from .frontends import SourceModel, load_source
+from .families import FamilyInputs, InputData
+from .frontends import SourceModel, SourceOptions, load_source
 from .graph import PASSES, optimize
 from .profiles import TargetProfile, load_profile
-from .quant import CalibrationSet, QuantOverrides, QuantSpec, TextSet, load_texts, packaged_texts
+from .quant import CalibrationSet, QuantOverrides, QuantSpec, TextSet
 from .quant.fallback import FallbackResult, run_with_fallback
 from .runtime import manifest as mf
 from .runtime.manifest import open_bundle, sha256_file
 from .runtime.runner import Runner
 from .runtime.schema import decode, encode
-from .runtime.text import TextEncoder, pool
+from .runtime.text import pool
 
 log = logging.getLogger("edgesdk")
-GOLDEN_TEXTS = ("A man is playing a guitar on the street.", "The quarterly report is due on Friday.",
-                "¿Dónde está la estación de tren?", "ok")
 FP32_COSINE_FLOOR = 0.9999
 SENSITIVITY_SAMPLES = 64
 TOOLS = ("edgesdk", "torch", "transformers", "tokenizers", "onnx", "onnxslim", "numpy")  # + each backend's own
@@ -62,6 +60,7 @@ class ExportOptions:
     passes: tuple[str, ...] = PASSES
     progress: bool = True
     device: tuple[tuple[str, Any], ...] = ()  # [device] overrides (field, value), e.g. from a backend's CLI flags
+    source: SourceOptions = field(default_factory=SourceOptions)  # input shapes, task, preprocessing, weights...
 
 
 @dataclass
@@ -90,9 +89,7 @@ class _Shared:
 
     source: SourceModel
     onnx_path: Path
-    encoder: TextEncoder
-    tokenizer_settings: dict[str, Any]
-    heldout_texts: list[str]
+    inputs: FamilyInputs  # the family's feeds: held-out, calibration and golden items and how to encode them
     heldout_feeds: list[dict[str, np.ndarray]]
     reference: np.ndarray
     graph_report: dict[str, Any]
@@ -113,6 +110,8 @@ def export(options: ExportOptions) -> ExportResult:
     with tempfile.TemporaryDirectory(prefix="edgesdk-") as tmp, progress_bars(options.progress):
         outdir.claim(Path(tmp))  # a killed export's work folder is recognisable as stale by the next one
         shared = _prepare(options, Path(tmp), opset)
+        for profile, _, _ in plans:
+            backend(profile.backend).check_family(shared.source.family.NAME, profile.name)
         if (shared.source.training or {}).get("kind") == "qat":
             # the QAT weights sit on their int8 grid; SmoothQuant's rescaling would move them off it
             plans = [(p, prec, replace(s, smooth_quant=False) if s else None) for p, prec, s in plans]
@@ -189,21 +188,21 @@ def _with_device_overrides(profile: TargetProfile, overrides, used: set[str]) ->
 
 def _prepare(options: ExportOptions, work: Path, opset: int = DEFAULT_OPSET) -> _Shared:
     started = time.perf_counter()
-    source = load_source(options.model, work, options.tokenizer, opset=opset)
-    log.info("model %s (%s) → FP32 ONNX in %.1fs", source.name, source.task, time.perf_counter() - started)
-    settings = _tokenizer_settings(source)
-    specs = [mf.TensorSpec(n, "int64", ("batch", "sequence")) for n in source.input_names]
-    encoder = TextEncoder(str(source.tokenizer_dir / "tokenizer.json"), mf.TokenizerInfo(**settings), specs)
-    texts = load_texts(options.fidelity_data) if options.fidelity_data else packaged_texts("heldout")
-    heldout = list(texts.texts[: options.fidelity_samples])
-    feeds = [encoder(heldout[i:i + 16]) for i in range(0, len(heldout), 16)]
+    source = load_source(options.model, work, options.tokenizer, opset=opset, options=options.source)
+    log.info("model %s (%s %s) → FP32 ONNX in %.1fs", source.name, source.family.NAME, source.task,
+             time.perf_counter() - started)
+    inputs = source.family.export_inputs(source, InputData(options.calibration, options.fidelity_data,
+                                                           options.fidelity_samples))
+    feeds = inputs.batches(inputs.heldout)
     optimised = work / "optimised_fp32.onnx"
     report = optimize(source.onnx_path, optimised, feeds[0], options.passes)
     log.info("graph passes: %d → %d nodes", sum(report.ops_before.values()), sum(report.ops_after.values()))
     reference = np.concatenate([_pool(source, f, source.reference(f)) for f in feeds])
-    shared = _Shared(source, optimised, encoder, settings, heldout, feeds, reference, report.to_dict(), work=work)
+    shared = _Shared(source, optimised, inputs, feeds, reference, report.to_dict(), work=work)
     if source.opset:
         shared.graph_report["opset"] = source.opset
+    if source.source_ops:
+        shared.graph_report["source_modules"] = source.source_ops
     if options.eval_data:
         shared.eval_set = _eval_set(options.eval_data, source)
     return shared
@@ -213,30 +212,24 @@ def _eval_set(path: str, source: SourceModel) -> LabelledSet:
     if source.task != "classification":
         raise InputError(f"--eval-data measures classification accuracy, but '{source.source}' has no "
                          "classification head (task: embedding). Drop --eval-data, or export a classifier.")
-    data = read_labelled(path)
+    if source.family.NAME == "image":
+        from .families.image import labelled_images
+
+        data = labelled_images(path)
+    elif source.family.NAME == "text":
+        data = read_labelled(path)
+    else:
+        raise InputError("--eval-data measures text or image classifiers; a tensor model has no labelled-data "
+                         "format. Drop --eval-data and check accuracy with edgesdk.runtime.load(BUNDLE).run().")
     check_labels(data.labels, source.labels)
     return data
 
 
-def _tokenizer_settings(source: SourceModel) -> dict[str, Any]:
-    import json
-
-    settings = {"path": "tokenizer/tokenizer.json", "max_length": source.max_length, "static_length": None,
-                "pad_id": 0, "pad_token": "[PAD]"}
-    config = source.tokenizer_dir / "tokenizer_config.json"
-    if config.is_file():
-        pad = json.loads(config.read_text()).get("pad_token")
-        if isinstance(pad, str):
-            settings["pad_token"] = pad
-    tok = json.loads((source.tokenizer_dir / "tokenizer.json").read_text())
-    vocab = (tok.get("model") or {}).get("vocab")
-    if isinstance(vocab, dict) and settings["pad_token"] in vocab:
-        settings["pad_id"] = int(vocab[settings["pad_token"]])
-    return settings
-
-
 def _pool(source: SourceModel, feeds: dict[str, np.ndarray], raw: np.ndarray) -> np.ndarray:
-    return pool(raw, feeds["attention_mask"], source.pooling, source.normalize)
+    """The vectors fidelity compares, as the runner makes them (Runner.postprocess)."""
+    if source.family.NAME == "text":
+        return pool(raw, feeds["attention_mask"], source.pooling, source.normalize)
+    return pool(np.asarray(raw).reshape(len(raw), -1), None, source.pooling, source.normalize)
 
 
 def _ensure_calibration(options: ExportOptions, shared: _Shared) -> CalibrationSet:
@@ -248,9 +241,10 @@ def _ensure_calibration(options: ExportOptions, shared: _Shared) -> CalibrationS
 
 
 def _calibration_set(options: ExportOptions, shared: _Shared, samples: int) -> CalibrationSet:
-    texts: TextSet = load_texts(options.calibration) if options.calibration else packaged_texts("calibration")
-    calib = CalibrationSet.build(texts, shared.encoder, samples)
-    log.info("calibration set built once: %d samples from %s, shared by every target", len(calib), texts.source)
+    items, where = shared.inputs.calibration_items(samples)
+    calib = CalibrationSet.build(TextSet(tuple(items), where), shared.inputs.encode, len(items),
+                                 model_type=shared.source.family.NNCF_MODEL_TYPE)
+    log.info("calibration set built once: %d samples from %s, shared by every target", len(calib), where)
     return calib
 
 
@@ -271,7 +265,7 @@ def _export_one(options: ExportOptions, shared: _Shared, profile: TargetProfile,
                                  spec or QuantSpec.from_profile(profile), shared.calibration, profile, keep_float,
                                  work_dir=shared.work, cache=shared.cache)
             artefact = exporter.convert(ctx)
-            _add_payload(staging, shared)
+            shared.inputs.payload(staging)
             manifest = _manifest(shared, profile, exporter, precision, spec, artefact, memory)
             runner = Runner(open_bundle(staging, manifest), threads=None)  # the one Runner of this build
             digest = ":".join(sha256_file(staging / f) for f in artefact.files)
@@ -340,7 +334,7 @@ def _memory_plan(profile: TargetProfile, shared: _Shared) -> mf.MemoryPlan | Non
     from .memory.estimate import memory_plan
 
     batch, seq = profile.shapes.planning_shape()
-    seq = min(seq, shared.source.max_length)
+    seq = min(seq, shared.source.max_length) if shared.source.max_length else seq  # image/tensor: no sequence axis
     try:
         estimates = memory_plan(profile, shared.onnx_path, backend(profile.backend).memory, batch, seq)
     except EdgeSDKError as exc:  # a graph the planner cannot bind: the export goes on, the plan says why
@@ -386,27 +380,23 @@ def _budget(profile: TargetProfile) -> dict[str, float]:
             "top1_agreement_min": profile.fidelity.top1_agreement_min}
 
 
-def _add_payload(staging: Path, shared: _Shared) -> None:
-    tok = staging / "tokenizer"
-    tok.mkdir()
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
-        if (shared.source.tokenizer_dir / name).is_file():
-            shutil.copyfile(shared.source.tokenizer_dir / name, tok / name)
-
-
 def _manifest(shared: _Shared, profile: TargetProfile, exporter: Backend, precision: str, spec: QuantSpec | None,
               artefact: Artefact, memory: mf.MemoryPlan | None) -> mf.Manifest:
     """The bundle's manifest, built once from typed parts; results (fidelity, golden, evaluation) are added with
     dataclasses.replace before it is sealed."""
     src = shared.source
-    tokenizer = dict(shared.tokenizer_settings, **artefact.tokenizer)
-    if not tokenizer.get("static_length"):
-        tokenizer["max_length"] = min(tokenizer["max_length"], profile.shapes.max_seq)
+    sections = dict(shared.inputs.sections)
+    if "tokenizer" in sections:
+        tokenizer = dict(sections["tokenizer"], **artefact.tokenizer)
+        if not tokenizer.get("static_length"):
+            tokenizer["max_length"] = min(tokenizer["max_length"], profile.shapes.max_seq)
+        sections["tokenizer"] = tokenizer
     data = {
         "format_version": mf.FORMAT_VERSION,
         "edgesdk_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": {"name": src.name, "source": src.source, "task": src.task, "pooling": src.pooling,
+        "model": {"name": src.name, "source": src.source, "task": src.task, "family": src.family.NAME,
+                  "pooling": src.pooling,
                   "normalize": src.normalize, "labels": src.labels, "training": _training_summary(src),
                   "prompts": src.prompts, "default_prompt_name": src.default_prompt_name,
                   "similarity_fn_name": src.similarity_fn_name},
@@ -418,9 +408,10 @@ def _manifest(shared: _Shared, profile: TargetProfile, exporter: Backend, precis
         "artefact": {"format": artefact.format, "entry": artefact.entry, "files": artefact.files},
         "inputs": artefact.inputs,
         "outputs": artefact.outputs,
-        "tokenizer": tokenizer,
+        **sections,
         "versions": _versions(exporter),
-        "runtime_requirements": ["numpy", "tokenizers", *artefact.runtime_requirements],
+        "runtime_requirements": ["numpy", *{"text": ["tokenizers"], "image": ["pillow"]}.get(src.family.NAME, []),
+                                 *artefact.runtime_requirements],
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
     }
     manifest = decode(mf.Manifest, _plain(data), EdgeSDKError, context=f"the {profile.name} {precision} manifest: ")
@@ -475,9 +466,10 @@ def _heldout_for(runner: Runner, shared: _Shared) -> dict[int | None, tuple[list
     """
     tok = runner.manifest.tokenizer
     lengths = runner.static_lengths
-    if not lengths and (tok.static_length, tok.max_length) == (None, shared.tokenizer_settings["max_length"]):
+    if tok is None or not lengths and (tok.static_length, tok.max_length) == (
+            None, shared.inputs.sections["tokenizer"]["max_length"]):
         return {None: (shared.heldout_feeds, shared.reference)}
-    texts = shared.heldout_texts
+    texts = shared.inputs.heldout
     found = {}
     for length in lengths or (None,):
         key = (tok.static_length, tok.max_length, length)
@@ -502,6 +494,7 @@ def _write_golden(staged: _Staged, shared: _Shared) -> mf.GoldenInfo:
     golden.mkdir(exist_ok=True)
     runner = staged.runner
     out = runner.outputs[0].name
+    items = shared.inputs.golden
 
     def record(feeds: dict[str, np.ndarray], stem: str) -> None:
         artefact = _pool(shared.source, feeds, runner.run(feeds)[out])
@@ -509,15 +502,18 @@ def _write_golden(staged: _Staged, shared: _Shared) -> mf.GoldenInfo:
         np.savez(golden / f"inputs{stem}.npz", **feeds)
         np.savez(golden / f"expected{stem}.npz", artefact=artefact, reference=reference)
 
-    record(runner.tokenize(list(GOLDEN_TEXTS)), "")
+    if runner.manifest.tokenizer is None:  # image and tensor models: the family's own feeds
+        record(shared.inputs.encode(items), "")
+        return mf.GoldenInfo(inputs="golden/inputs.npz", expected="golden/expected.npz")
+    record(runner.tokenize(items), "")
     cases = []
     for length in runner.static_lengths:
-        sizes = runner.tokenize(list(GOLDEN_TEXTS))["attention_mask"].sum(axis=1)
-        fit = [t for t, n in zip(GOLDEN_TEXTS, sizes) if n <= length]
+        sizes = runner.tokenize(items)["attention_mask"].sum(axis=1)
+        fit = [t for t, n in zip(items, sizes) if n <= length]
         if fit:
             record(runner.tokenize(fit, pad_to=length), f"-L{length}")
             cases.append(mf.GoldenCase(length, f"golden/inputs-L{length}.npz", f"golden/expected-L{length}.npz"))
-    (golden / "texts.txt").write_text("\n".join(GOLDEN_TEXTS) + "\n", encoding="utf-8")
+    (golden / "texts.txt").write_text("\n".join(items) + "\n", encoding="utf-8")
     return mf.GoldenInfo(inputs="golden/inputs.npz", expected="golden/expected.npz", texts="golden/texts.txt",
                          per_length=tuple(cases))
 
@@ -530,6 +526,8 @@ def _write_report(staging: Path, shared: _Shared, outcome: FallbackResult, secon
               "calibration": {"samples": len(shared.calibration) if shared.calibration else 0,
                               "source": shared.calibration.texts.source if shared.calibration else None,
                               "builds_in_this_export": shared.calibration_builds},
+              "fidelity_data": {"source": shared.inputs.heldout_source, "items": len(shared.inputs.heldout),
+                                "notes": shared.inputs.notes},
               "export_seconds": round(seconds, 2)}
     (staging / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
 

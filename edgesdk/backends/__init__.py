@@ -77,6 +77,18 @@ class Backend:
     from_torch: bool = False  # converts the source's torch module (not the ONNX): needs a PyTorch source
     options: tuple[BackendOption, ...] = ()  # `edgesdk export` flags that override [device] fields
     requires: tuple[str, ...] = ()  # modules export needs beyond the core extras (e.g. "tvm"): see missing()
+    families: tuple[str, ...] = ("text", "image", "tensor")  # model families it converts (edgesdk.families)
+
+    def check_family(self, family: str, profile_name: str) -> None:
+        """Refuse, before any conversion, a model family this backend does not convert, naming those that do."""
+        if family not in self.families:
+            others = sorted(b.name for b in backends().values() if family in b.families)
+            from ..errors import ModelSourceError
+
+            raise ModelSourceError(f"target '{profile_name}' ({self.name}) converts {', '.join(self.families)} models; "
+                                   f"this is {'an' if family == 'image' else 'a'} {family} model. Backends that "
+                                   f"convert {family} models: {', '.join(others) or 'none'}; drop the target or "
+                                   "pick one of theirs.")
 
     def missing(self) -> str | None:
         """Why this backend cannot export in this environment (a required module does not import), or None."""

@@ -58,11 +58,21 @@ def _quantize(model, ctx: ConvertContext):
         raise QuantizationError("static INT8 needs calibration data; none was built.")
     from ..quant.nncf_options import nncf_quantize_kwargs
 
-    kwargs = nncf_quantize_kwargs(nncf, spec, ctx.keep_float, len(ctx.calibration))
+    model_type = ctx.calibration.model_type
+    keep = openvino_names(model, ctx.keep_float)
+    kwargs = nncf_quantize_kwargs(nncf, spec, keep, len(ctx.calibration), model_type)
     quantized = nncf.quantize(model, nncf.Dataset(list(ctx.calibration)), **kwargs)
-    return quantized, {"tool": f"nncf {nncf.__version__}", "call": "quantize", "model_type": "TRANSFORMER",
+    return quantized, {"tool": f"nncf {nncf.__version__}", "call": "quantize", "model_type": model_type,
                        "preset": kwargs["preset"].name, "subset_size": kwargs["subset_size"],
-                       "ignored_nodes": list(ctx.keep_float)}
+                       "ignored_nodes": list(keep)}
+
+
+def openvino_names(model, onnx_names: tuple[str, ...]) -> tuple[str, ...]:
+    """ONNX node names (what the fallback loop ranks) as the converted model's op names: OpenVINO splits an ONNX
+    Gemm into '<name>/WithoutBiases' (MatMul) + '<name>' (Add), and the weights live on the MatMul."""
+    ops = {op.get_friendly_name(): op.get_type_name() for op in model.get_ops()}
+    return tuple(f"{n}/WithoutBiases" if ops.get(n) != "MatMul" and ops.get(f"{n}/WithoutBiases") == "MatMul" else n
+                 for n in onnx_names)
 
 
 BACKEND = Backend(

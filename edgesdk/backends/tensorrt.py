@@ -37,7 +37,7 @@ class TensorRTDevice:
 def convert(ctx: ConvertContext) -> Artefact:
     onnx = require("onnx", "export")
     max_seq = ctx.profile.shapes.max_shape[1]
-    if max_seq > ctx.source.max_length:
+    if ctx.source.family.NAME == "text" and max_seq > ctx.source.max_length:
         raise EdgeSDKError(f"target '{ctx.profile.name}': shapes.max_shape sequence {max_seq} is longer than the "
                            f"model's max length {ctx.source.max_length}; set [shapes] max_shape = "
                            f"[{ctx.profile.shapes.max_shape[0]}, {ctx.source.max_length}] in the profile.")
@@ -55,6 +55,12 @@ def convert(ctx: ConvertContext) -> Artefact:
         try:
             decisions = nncf_quantize_onnx(source, quantized, ctx.spec, ctx.calibration, keep)
             model = onnx.load(str(quantized))
+            resigned = signed_activation_quantizers(model)
+            if resigned:
+                decisions["unsigned_to_int8"] = {
+                    "quantizers": resigned, "why": "TensorRT takes int8 zero-point-0 quantizers only; NNCF gives "
+                    "non-negative tensors (ReLU outputs) uint8 ones: their scale × 255/127, as TensorRT's own int8 "
+                    "quantization of such tensors would be"}
         finally:
             quantized.unlink(missing_ok=True)
         decisions["float_for_tensorrt"] = {"nodes": list(softmax_fed),
@@ -78,6 +84,34 @@ def convert(ctx: ConvertContext) -> Artefact:
                     settings={"device": ctx.profile.device.device, "tensorrt": settings,
                               "tensorrt_compatibility": [f.to_dict() for f in findings]},
                     runtime_requirements=["onnxruntime-gpu (TensorRT/CUDA EPs) or tensorrt + cuda-python"])
+
+
+def signed_activation_quantizers(model) -> int:
+    """Re-express symmetric uint8 activation quantizers (zero point 0, range [0, 255·s]) as int8 ones (zero point 0,
+    scale 255/127·s) in place; returns how many. An asymmetric uint8 quantizer is left for check_model to report."""
+    import onnx
+    from onnx import numpy_helper
+
+    init = {i.name: i for i in model.graph.initializer}
+    done: set[str] = set()
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
+            continue
+        scale, zero = init.get(node.input[1]), init.get(node.input[2])
+        if zero is None or scale is None or zero.data_type != onnx.TensorProto.UINT8 or node.input[2] in done:
+            continue
+        if numpy_helper.to_array(zero).any():
+            continue
+        zero.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(zero).astype("int8"), zero.name))
+        if node.input[1] not in done:
+            scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * (255 / 127), scale.name))
+            done.add(node.input[1])
+        done.add(node.input[2])
+    quantized = {n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[2] in done}
+    for value in model.graph.value_info:  # the recorded uint8 types of their outputs
+        if value.name in quantized:
+            value.type.tensor_type.elem_type = onnx.TensorProto.INT8
+    return len(quantized)
 
 
 def softmax_fed_matmuls(model) -> list[str]:
@@ -115,12 +149,20 @@ def build_settings(ctx: ConvertContext, inputs: list[dict]) -> dict:
     shapes = ctx.profile.shapes
     device = ctx.profile.device
     flags = {"int8": ["--int8", "--fp16"], "fp16": ["--fp16"], "fp32": []}[ctx.precision]
-    names = [spec["name"] for spec in inputs]
+
+    def dims(spec: dict, profile_dims) -> list[int]:
+        """Text inputs take the profile's [batch, sequence]; image and tensor inputs keep their own static
+        dimensions, with the profile's batch."""
+        static = [d for d in spec["shape"][1:] if isinstance(d, int)]
+        if ctx.source.family.NAME == "text" or len(static) != len(spec["shape"]) - 1:
+            return list(profile_dims)
+        return [profile_dims[0], *static]
+
     return {
         "version": device.tensorrt_version,
         "precision_flags": flags,
-        "shapes": {kind: {n: list(dims) for n in names}
-                   for kind, dims in (("min", shapes.min_shape), ("opt", shapes.opt_shape), ("max", shapes.max_shape))},
+        "shapes": {kind: {spec["name"]: dims(spec, d) for spec in inputs}
+                   for kind, d in (("min", shapes.min_shape), ("opt", shapes.opt_shape), ("max", shapes.max_shape))},
         "workspace_mb": device.workspace_mb,
         "dla_core": device.dla_core,
         "gpu_fallback": device.gpu_fallback,

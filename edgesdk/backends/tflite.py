@@ -398,7 +398,7 @@ BACKEND = Backend(
     name="tflite", convert=convert, device=TFLiteDevice, precisions=("fp32", "fp16", "int8"), extra="android",
     requires=("litert_torch", "litert_quantizer", "ai_edge_litert"),
     tools=("litert-torch", "ai-edge-litert", "litert-quantizer", "torch"), shape_policies=("static",),
-    from_torch=True,
+    from_torch=True, families=("text",),
     spec={"mode": ("static", "dynamic"), "calibration_method": ("minmax",), "weight_granularity": ("per_channel",),
           "weight_symmetric": (True,), "activation_symmetric": (False,), "smooth_quant": (False,),
           "float_ops": ("*",)},

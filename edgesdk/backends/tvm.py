@@ -358,6 +358,7 @@ def _version() -> str:
 
 BACKEND = Backend(
     name="tvm", convert=convert, device=TVMDevice, precisions=("fp32", "fp16", "int8"), extra="tvm", requires=("tvm",),
+    families=("text",),  # compiled per sequence bucket; image/tensor graphs are not wired yet (no TVM in CI here)
     tools=("apache-tvm", "onnx", "onnxslim", "nncf"), shape_policies=("static",),
     spec={"mode": ("static",), "calibration_method": ("minmax", "percentile", "mse"),
           "weight_granularity": ("per_channel",), "weight_symmetric": (True,), "activation_dtype": ("int8",),

@@ -208,3 +208,58 @@ def read_sentence_transformers_config(folder) -> tuple[str, bool, int | None]:
     if st_cfg.is_file():
         max_len = json.loads(st_cfg.read_text()).get("max_seq_length")
     return pooling, normalize, max_len
+
+
+# -- what the pipeline feeds a text model ---------------------------------------------------------------------
+NNCF_MODEL_TYPE = "TRANSFORMER"
+GOLDEN_TEXTS = ("A man is playing a guitar on the street.", "The quarterly report is due on Friday.",
+                "¿Dónde está la estación de tren?", "ok")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+def tokenizer_settings(source) -> dict[str, Any]:
+    """The manifest's tokenizer section for a source: max length, pad token and id from its tokenizer files."""
+    import json
+
+    settings = {"path": "tokenizer/tokenizer.json", "max_length": source.max_length, "static_length": None,
+                "pad_id": 0, "pad_token": "[PAD]"}
+    config = source.tokenizer_dir / "tokenizer_config.json"
+    if config.is_file():
+        pad = json.loads(config.read_text()).get("pad_token")
+        if isinstance(pad, str):
+            settings["pad_token"] = pad
+    tok = json.loads((source.tokenizer_dir / "tokenizer.json").read_text())
+    vocab = (tok.get("model") or {}).get("vocab")
+    if isinstance(vocab, dict) and settings["pad_token"] in vocab:
+        settings["pad_id"] = int(vocab[settings["pad_token"]])
+    return settings
+
+
+def export_inputs(source, data):
+    """Held-out and calibration texts (the packaged sets unless the user gives files), tokenized like the device."""
+    import shutil
+
+    from ..quant.data import load_texts, packaged_texts, take
+    from ..runtime import manifest as mf
+    from ..runtime.text import TextEncoder
+    from . import FamilyInputs
+
+    settings = tokenizer_settings(source)
+    specs = [mf.TensorSpec(n, "int64", ("batch", "sequence")) for n in source.input_names]
+    encoder = TextEncoder(str(source.tokenizer_dir / "tokenizer.json"), mf.TokenizerInfo(**settings), specs)
+    texts = load_texts(data.fidelity_data) if data.fidelity_data else packaged_texts("heldout")
+
+    def calibration_items(samples: int) -> tuple[list, str]:
+        calib = load_texts(data.calibration) if data.calibration else packaged_texts("calibration")
+        return take(calib, samples), calib.source
+
+    def payload(staging) -> None:
+        tok = staging / "tokenizer"
+        tok.mkdir()
+        for name in TOKENIZER_FILES:
+            if (source.tokenizer_dir / name).is_file():
+                shutil.copyfile(source.tokenizer_dir / name, tok / name)
+
+    return FamilyInputs(encode=encoder, heldout=list(texts.texts[: data.fidelity_samples]),
+                        heldout_source=texts.source, golden=list(GOLDEN_TEXTS), calibration_items=calibration_items,
+                        sections={"tokenizer": settings}, payload=payload)

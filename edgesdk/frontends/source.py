@@ -13,6 +13,26 @@ from ..errors import ModelSourceError
 Feeds = dict[str, np.ndarray]
 
 
+@dataclass(frozen=True)
+class SourceOptions:
+    """What a user tells edgesdk about a model it cannot read off the file (CLI: --input-shape, --task, ...)."""
+
+    input_shapes: tuple[tuple[str | None, tuple[int, ...]], ...] = ()  # (name or None for "in order", shape)
+    input_dtypes: tuple[tuple[str | None, str], ...] = ()
+    weights: str | None = None  # safetensors or a torch.load(weights_only=True) state dict
+    task: str | None = None  # embedding | classification | image-classification | image-embedding | tensor
+    output: str | None = None  # the output to export (ONNX files with several)
+    pooling: str | None = None  # text: mean | cls | none
+    image_size: tuple[int, int] | None = None
+    resize_shorter: int | None = None
+    resample: str | None = None
+    rescale_factor: float | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    channel_order: str | None = None
+    labels: str | None = None  # a file, one label per line
+
+
 @dataclass
 class SourceModel:
     """An FP32 ONNX model plus everything needed to tokenize, pool and check it."""
@@ -36,6 +56,9 @@ class SourceModel:
     prompts: dict = field(default_factory=dict)  # sentence-transformers prompts (config_sentence_transformers.json)
     default_prompt_name: str | None = None
     similarity_fn_name: str | None = None
+    inputs: list[dict] = field(default_factory=list)  # image / tensor models: [{"name", "dtype", "shape"}] (batch 1)
+    preprocessing: dict | None = None  # image models: the manifest's ImageInfo fields
+    source_ops: dict = field(default_factory=dict)  # torch sources: module kinds before export (e.g. BatchNorm2d: 52)
 
 
 def default_model_path() -> Path:

@@ -59,23 +59,29 @@ def load_texts(path: str | Path) -> TextSet:
     return TextSet(tuple(texts), str(path))
 
 
+def take(texts: TextSet, samples: int) -> list:
+    """The first `samples` items of a set, or InputError naming the flag when it has fewer."""
+    if samples > len(texts.texts):
+        raise InputError(f"{samples} calibration samples were asked for but {texts.source} has only "
+                         f"{len(texts.texts)} items; pass --calibration-samples {len(texts.texts)} or more data.")
+    return list(texts.texts[:samples])
+
+
 @dataclass
 class CalibrationSet:
     """Tokenized calibration feeds (one dict per batch), made once and shared by every backend."""
 
-    texts: TextSet
+    texts: TextSet  # the items (texts, image paths, tensor rows) and where they came from
     batches: list[dict[str, np.ndarray]] = field(default_factory=list)
     static_length: int | None = None
+    model_type: str | None = "TRANSFORMER"  # NNCF's model type for this family (None: a plain CNN / MLP)
 
     @classmethod
     def build(cls, texts: TextSet, encode, samples: int, batch_size: int = 1,
-              static_length: int | None = None) -> "CalibrationSet":
-        if samples > len(texts.texts):
-            raise InputError(f"{samples} calibration samples were asked for but {texts.source} has only "
-                             f"{len(texts.texts)} texts; pass --calibration-samples {len(texts.texts)} or more text.")
-        chosen = list(texts.texts[:samples])
+              static_length: int | None = None, model_type: str | None = "TRANSFORMER") -> "CalibrationSet":
+        chosen = take(texts, samples)
         batches = [encode(chosen[i:i + batch_size]) for i in range(0, len(chosen), batch_size)]
-        return cls(texts, batches, static_length)
+        return cls(texts, batches, static_length, model_type)
 
     def __len__(self) -> int:
         return len(self.batches)

@@ -17,7 +17,9 @@ from .spec import QuantSpec
 _ESTIMATORS = {"minmax": "MINMAX", "percentile": "MEAN_QUANTILE", "mse": "HISTOGRAM"}
 
 
-def nncf_quantize_kwargs(nncf, spec: QuantSpec, keep_float: tuple[str, ...], samples: int) -> dict[str, Any]:
+def nncf_quantize_kwargs(nncf, spec: QuantSpec, keep_float: tuple[str, ...], samples: int,
+                         model_type: str | None = "TRANSFORMER") -> dict[str, Any]:
+    """NNCF's quantize() arguments for a spec; model_type is the family's (TRANSFORMER for text, None for CNNs)."""
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
@@ -32,7 +34,7 @@ def nncf_quantize_kwargs(nncf, spec: QuantSpec, keep_float: tuple[str, ...], sam
         advanced.smooth_quant_alphas = AdvancedSmoothQuantParameters(matmul=-1)  # -1 switches it off
     return {
         "preset": nncf.QuantizationPreset.PERFORMANCE if spec.activation_symmetric else nncf.QuantizationPreset.MIXED,
-        "model_type": nncf.ModelType.TRANSFORMER,
+        "model_type": getattr(nncf.ModelType, model_type) if model_type else None,
         "subset_size": samples,
         "ignored_scope": ignored_scope(nncf, spec.float_ops, keep_float),
         "advanced_parameters": advanced,
@@ -54,8 +56,9 @@ def nncf_quantize_onnx(src, dst, spec: QuantSpec, calibration, keep_float: tuple
 
     onnx = require("onnx", "export")
     nncf = require("nncf", "export")
-    kwargs = nncf_quantize_kwargs(nncf, spec, keep_float, len(calibration))
+    model_type = getattr(calibration, "model_type", "TRANSFORMER")
+    kwargs = nncf_quantize_kwargs(nncf, spec, keep_float, len(calibration), model_type)
     quantized = nncf.quantize(onnx.load(str(src)), nncf.Dataset(list(calibration)), **kwargs)
     onnx.save(quantized, str(dst))
-    return {"tool": f"nncf {nncf.__version__}", "call": "quantize", "format": "QDQ", "model_type": "TRANSFORMER",
+    return {"tool": f"nncf {nncf.__version__}", "call": "quantize", "format": "QDQ", "model_type": model_type,
             "preset": kwargs["preset"].name, "subset_size": kwargs["subset_size"], "ignored_nodes": list(keep_float)}

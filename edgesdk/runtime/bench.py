@@ -78,7 +78,14 @@ class BenchResult:
 
 
 def feeds_for(runner: Runner, batch: int, seq: int) -> dict[str, np.ndarray]:
-    """Real tokens from a long text, cut to exactly `seq` (or the bundle's static length)."""
+    """Real tokens from a long text, cut to exactly `seq` (or the bundle's static length); for image and tensor
+    bundles, the first golden input (a real preprocessed image or tensor row) repeated `batch` times."""
+    if runner.manifest.tokenizer is None:
+        golden = runner.manifest.golden
+        if golden is None:
+            raise InputError(f"bundle '{runner.bundle.path}' has no golden inputs to benchmark with; re-export it.")
+        with np.load(runner.bundle.file(golden.inputs), allow_pickle=False) as data:
+            return {k: np.ascontiguousarray(np.repeat(data[k][:1], batch, axis=0)) for k in data.files}
     static = runner.manifest.tokenizer.static_length
     length = int(static or seq)
     feeds = runner.tokenize([BENCH_TEXT] * batch)

@@ -24,7 +24,8 @@ FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 4 << 20
 DTYPES = ("int64", "int32", "float32", "float16", "uint8", "int8", "bool")
-TASKS = ("embedding", "classification")
+TASKS = ("embedding", "classification", "tensor")
+FAMILIES = ("text", "image", "tensor")  # what the runner feeds: token ids, preprocessed images, raw tensors
 POOLINGS = ("mean", "cls", "softmax", "none")
 PRECISIONS = ("fp32", "fp16", "int8")
 NAME = r"[a-z0-9][a-z0-9._-]*"
@@ -55,6 +56,7 @@ class ModelInfo:
     pooling: str = field(metadata=check(choices=POOLINGS))
     normalize: bool
     labels: tuple[str, ...] = ()
+    family: str = field(default="text", metadata=check(choices=FAMILIES))
     training: JSON | None = None  # what edgesdk trained it on (display only)
     prompts: dict[str, str] = field(default_factory=dict)  # sentence-transformers prompts, e.g. {"query": "query: "}
     default_prompt_name: str | None = None
@@ -104,6 +106,32 @@ class TokenizerInfo:
 
 
 @dataclass(frozen=True)
+class ImageInfo:
+    """How the runner turns an image into the model's input (edgesdk.runtime.image): resize the shorter side to
+    `resize_shorter` then centre-crop to `size`, or (None) resize straight to `size`; then pixels × rescale_factor,
+    minus mean, over std, per channel, in `channel_order` and `layout`."""
+
+    input: str = field(metadata=check(nonempty=True))
+    size: tuple[int, int] = field(metadata=check(min=1, max=16384))  # (H, W) the model takes
+    channels: int = field(default=3, metadata=check(choices=(1, 3)))
+    resize_shorter: int | None = field(default=None, metadata=check(min=1, max=16384))
+    resample: str = field(default="bilinear", metadata=check(choices=("nearest", "bilinear", "bicubic", "lanczos")))
+    rescale_factor: float = field(default=1 / 255, metadata=check(min=0))
+    mean: tuple[float, ...] = field(default=(0.0, 0.0, 0.0), metadata=check(nonempty=True))
+    std: tuple[float, ...] = field(default=(1.0, 1.0, 1.0), metadata=check(nonempty=True))
+    channel_order: str = field(default="rgb", metadata=check(choices=("rgb", "bgr")))
+    layout: str = field(default="NCHW", metadata=check(choices=("NCHW", "NHWC")))
+
+    def __post_init__(self):
+        for name in ("mean", "std"):
+            if len(getattr(self, name)) != self.channels:
+                raise ValueError(f"{name} has {len(getattr(self, name))} values; the model has {self.channels} "
+                                 "channel(s)")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std {list(self.std)} must be positive")
+
+
+@dataclass(frozen=True)
 class Budget:
     cosine_mean: float = field(metadata=check(min=0, max=1))
     cosine_min: float = field(metadata=check(min=0, max=1))
@@ -137,7 +165,7 @@ class GoldenCase:
 class GoldenInfo:
     inputs: str = field(metadata=check(pattern=RELPATH))
     expected: str = field(metadata=check(pattern=RELPATH))
-    texts: str = field(metadata=check(pattern=RELPATH))
+    texts: str | None = field(default=None, metadata=check(pattern=RELPATH))  # text bundles: the golden texts
     per_length: tuple[GoldenCase, ...] = ()
 
 
@@ -184,7 +212,8 @@ class Manifest:
     artefact: ArtefactInfo
     inputs: tuple[TensorSpec, ...] = field(metadata=check(nonempty=True))
     outputs: tuple[TensorSpec, ...] = field(metadata=check(nonempty=True))
-    tokenizer: TokenizerInfo
+    tokenizer: TokenizerInfo | None = None  # text family
+    preprocessing: ImageInfo | None = None  # image family
     fidelity: FidelityInfo | None = None
     golden: GoldenInfo | None = None
     evaluation: Evaluation | None = None
@@ -194,6 +223,16 @@ class Manifest:
     machine: dict[str, str] = field(default_factory=dict)
     files: dict[str, FileEntry] = field(default_factory=dict)
     manifest_sha256: str = ""
+
+    def __post_init__(self):
+        family = self.model.family
+        if family == "text" and self.tokenizer is None:
+            raise ValueError("a text model's manifest needs its 'tokenizer' section")
+        if family == "image" and self.preprocessing is None:
+            raise ValueError("an image model's manifest needs its 'preprocessing' section")
+        if family != "text" and self.tokenizer is not None or family != "image" and self.preprocessing is not None:
+            raise ValueError(f"model.family is '{family}': 'tokenizer' belongs to text and 'preprocessing' to image "
+                             "models only")
 
     def to_json(self) -> dict[str, Any]:
         return encode(self)
@@ -208,9 +247,9 @@ class Manifest:
 
     def referenced_files(self) -> list[str]:
         """Every file this manifest points at: all must be in its file table."""
-        named = [self.artefact.entry, *self.artefact.files, self.tokenizer.path]
+        named = [self.artefact.entry, *self.artefact.files, *([self.tokenizer.path] if self.tokenizer else [])]
         if self.golden is not None:
-            named += [self.golden.inputs, self.golden.expected, self.golden.texts]
+            named += [self.golden.inputs, self.golden.expected, *([self.golden.texts] if self.golden.texts else [])]
             named += [p for case in self.golden.per_length for p in (case.inputs, case.expected)]
         return named
 

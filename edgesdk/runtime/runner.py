@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import EdgeSDKError, InferenceError, InputError
 from . import encode as st
 from .manifest import Bundle, read_bundle
+from .image import ImagePreprocessor, check_images
 from .registry import Session, runtime_backend
 from .text import TextEncoder, check_texts, pool, softmax
 
@@ -32,7 +33,8 @@ class Classification:
 
 
 class Runner:
-    """Runs a bundle: `run(feeds)`, `embed(texts)` (alias `encode`), `classify(texts)`."""
+    """Runs a bundle: `run(feeds)`; `embed(items)` (alias `encode`) and `classify(items)` take texts for text
+    bundles and images (paths, PIL images, H×W×3 uint8 arrays) for image bundles."""
 
     def __init__(self, bundle: Bundle, threads: int | None = None):
         self.bundle = bundle
@@ -41,20 +43,31 @@ class Runner:
         self.inputs = self.manifest.inputs
         self.outputs = self.manifest.outputs
         model = self.manifest.model
-        self.pooling, self.normalize, self.task = model.pooling, model.normalize, model.task
+        self.pooling, self.normalize, self.task, self.family = model.pooling, model.normalize, model.task, model.family
         self._encoder = TextEncoder(str(bundle.file(self.manifest.tokenizer.path)), self.manifest.tokenizer,
-                                    self.inputs)
+                                    self.inputs) if self.manifest.tokenizer is not None else None
+        self._images = ImagePreprocessor(self.manifest.preprocessing) if self.manifest.preprocessing else None
         self._session: Session = runtime_backend(bundle.backend).open_session(bundle, threads)
         self._lock = threading.Lock()
 
     # -- raw tensors -------------------------------------------------------------------------------------------
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run raw integer feeds (names and dtypes as in manifest.inputs) and return the raw outputs."""
+        """Run raw feeds (names, ranks and dtypes as in manifest.inputs) and return the raw outputs."""
         return self._infer(self._check_feeds(feeds))
 
     def tokenize(self, texts: Sequence[str], pad_to: int | None = None) -> dict[str, np.ndarray]:
         """The model's integer feeds for texts: padded to the longest text, or to exactly `pad_to` tokens."""
+        if self._encoder is None:
+            raise InputError(f"this bundle's model takes {self.family} inputs, not text; "
+                             + ("use preprocess(images)." if self._images else "feed it with run()."))
         return self._encoder(check_texts(texts), pad_to)
+
+    def preprocess(self, images: Any) -> dict[str, np.ndarray]:
+        """The model's float feed for images (paths, PIL images or uint8 arrays), as the bundle preprocesses."""
+        if self._images is None:
+            raise InputError(f"this bundle's model takes {self.family} inputs, not images; "
+                             + ("use tokenize(texts)." if self._encoder else "feed it with run()."))
+        return self._images(check_images(images))
 
     @property
     def static_lengths(self) -> tuple[int, ...]:
@@ -62,42 +75,66 @@ class Runner:
         return tuple(runtime_backend(self.bundle.backend).static_lengths(self.bundle.settings))
 
     # -- sentence level ----------------------------------------------------------------------------------------
-    def embed(self, texts: str | Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Sentence embeddings [N, H], pooled and normalised as the model was trained (like ST `encode()`)."""
-        texts = check_texts(texts)
+    def embed(self, items: Any, batch_size: int = 32) -> np.ndarray:
+        """Embeddings [N, D]: sentence embeddings pooled and normalised as the model was trained (like ST
+        `encode()`) for texts; the model's feature vector (flattened) for images."""
+        items = self._items(items)
         if self.task != "embedding":
             raise InputError(f"this bundle's task is '{self.task}', not 'embedding'; use classify() or run().")
-        return self._batched(texts, batch_size, self._embed_batch)
+        return self._batched(items, batch_size, self._embed_batch)
 
-    def classify(self, texts: str | Sequence[str], batch_size: int = 32) -> Classification:
-        texts = check_texts(texts)
+    def classify(self, items: Any, batch_size: int = 32) -> Classification:
+        """Labels and class probabilities for texts (text bundles) or images (image bundles)."""
+        items = self._items(items)
         if self.task != "classification":
             raise InputError(f"this bundle's task is '{self.task}': it has no classification head, so classify() "
-                             "cannot run. Export a model with a sequence-classification head, or use embed().")
-        probs = softmax(self._batched(texts, batch_size, self._first_output))
-        names = list(self.manifest.model.labels)
+                             "cannot run. Export a model with a classification head, or use embed().")
+        probs = softmax(self._batched(items, batch_size, self._first_output))
+        names = list(self.manifest.model.labels) or [str(i) for i in range(probs.shape[1])]
         return Classification([names[i] for i in probs.argmax(axis=1)], probs, names)
 
-    def _batched(self, texts: list[str], batch_size: int, run: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+    def _items(self, items: Any) -> list:
+        if self._encoder is not None:
+            return check_texts(items)
+        if self._images is not None:
+            return check_images(items)
+        raise InputError(f"this bundle's model takes raw tensors (family '{self.family}'); feed it with run(feeds).")
+
+    def _feeds(self, items: list) -> dict[str, np.ndarray]:
+        return self._encoder(items) if self._encoder is not None else self._images(items)
+
+    def _batched(self, items: list, batch_size: int, run: Callable[[list], np.ndarray]) -> np.ndarray:
         """Longest texts first, in batches, then back to input order (sentence-transformers' length sort):
-        a batch pads to its own longest text, so sorting saves the padding a mixed corpus would pay for."""
+        a batch pads to its own longest text, so sorting saves the padding a mixed corpus would pay for.
+        Images are all one size: they keep their order."""
         _check_batch(batch_size)
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        sorted_rows = np.concatenate([run([texts[i] for i in order[j:j + batch_size]])
-                                      for j in range(0, len(texts), batch_size)])
+        order = np.argsort([-len(t) if isinstance(t, str) else 0 for t in items], kind="stable")
+        sorted_rows = np.concatenate([run([items[i] for i in order[j:j + batch_size]])
+                                      for j in range(0, len(items), batch_size)])
         out = np.empty_like(sorted_rows)
         out[order] = sorted_rows
         return out
 
-    def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        feeds = self._encoder(texts)
-        hidden = self._infer(feeds)[self.outputs[0].name]
-        return pool(hidden, feeds["attention_mask"], self.pooling, self.normalize)
+    def _embed_batch(self, items: list) -> np.ndarray:
+        feeds = self._feeds(items)
+        return self.postprocess(feeds, self._infer(feeds)[self.outputs[0].name])
 
-    def _first_output(self, texts: list[str]) -> np.ndarray:
-        return self._infer(self._encoder(texts))[self.outputs[0].name].astype(np.float32)
+    def postprocess(self, feeds: dict[str, np.ndarray], raw: np.ndarray) -> np.ndarray:
+        """The model's first output as the vectors fidelity compares: pooled token states for text, class
+        probabilities for classifiers, flattened rows for image and tensor models."""
+        if self.family == "text":
+            return pool(raw, feeds["attention_mask"], self.pooling, self.normalize)
+        return pool(np.asarray(raw).reshape(len(raw), -1), None, self.pooling, self.normalize)
+
+    def _first_output(self, items: list) -> np.ndarray:
+        return self._infer(self._feeds(items))[self.outputs[0].name].astype(np.float32)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        batch = self.inputs[0].static[0] if self.inputs[0].static else None
+        rows = len(next(iter(feeds.values())))
+        if self.family != "text" and batch is not None and rows > batch:  # an artefact with a static batch size
+            parts = [self._infer({k: v[i:i + batch] for k, v in feeds.items()}) for i in range(0, rows, batch)]
+            return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
         try:
             return self._session.infer(feeds)
         except EdgeSDKError:
@@ -128,10 +165,22 @@ class Runner:
                 if dim is not None and array.shape[axis] != dim:
                     raise InputError(f"feed '{name}' has shape {array.shape}; axis {axis} must be {dim} "
                                      f"(static shape {list(spec.shape)}).")
-            if not np.issubdtype(array.dtype, np.integer):
-                raise InputError(f"feed '{name}' has dtype {array.dtype}; the model wants {spec.dtype} token ids.")
+            if np.issubdtype(np.dtype(spec.dtype), np.integer) and not np.issubdtype(array.dtype, np.integer):
+                raise InputError(f"feed '{name}' has dtype {array.dtype}; the model wants {spec.dtype}"
+                                 f"{' token ids' if self.family == 'text' else ''}.")
+            if np.issubdtype(np.dtype(spec.dtype), np.floating):
+                if not np.issubdtype(array.dtype, np.floating):
+                    hint = " Use classify(images) / embed(images) for raw pixels." if self._images else ""
+                    raise InputError(f"feed '{name}' has dtype {array.dtype}; the model wants {spec.dtype} values."
+                                     + hint)
+                if not np.isfinite(array).all():
+                    raise InputError(f"feed '{name}' holds NaN or infinite values; the model needs finite numbers.")
+            if array.size == 0:
+                what = "batch size 0" if array.shape and array.shape[0] == 0 else "a zero-length axis"
+                raise InputError(f"feed '{name}' is empty (shape {array.shape}: {what}); pass at least one row.")
             checked[name] = array
-        self._check_tokens(checked)
+        if self.family == "text":
+            self._check_tokens(checked)
         return {name: checked[name].astype(expected[name].dtype, copy=False) for name in expected}
 
     def _check_tokens(self, feeds: dict[str, np.ndarray]) -> None:

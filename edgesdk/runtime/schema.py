@@ -93,6 +93,9 @@ def _decode_value(hint: Any, value: Any, where: str, depth: int) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # X | None with a value: X's own message names the field that is wrong
+            return _decode_value(options[0], value, where, depth)
         for option in (a for a in args if a is not type(None)):
             try:
                 return _decode_value(option, value, where, depth)

@@ -89,8 +89,9 @@ class TextEncoder:
                              else 0) for name, a in feeds.items()}
 
 
-def pool(hidden: np.ndarray, attention_mask: np.ndarray, pooling: str, normalize: bool) -> np.ndarray:
-    """Pool token states [B, S, H] into sentence vectors [B, H] the way the model was trained."""
+def pool(hidden: np.ndarray, attention_mask: np.ndarray | None, pooling: str, normalize: bool) -> np.ndarray:
+    """Pool token states [B, S, H] into sentence vectors [B, H] the way the model was trained (the mask is needed
+    for mean pooling only; softmax and none also serve image and tensor models' [B, D] outputs)."""
     hidden = hidden.astype(np.float32, copy=False)
     if pooling == "mean":
         mask = attention_mask.astype(np.float32)[:, :, None]

@@ -14,7 +14,6 @@ import numpy as np
 
 from ..errors import BundleError
 from .runner import load
-from .text import pool
 
 SELF_CONSISTENCY = 0.999
 
@@ -64,8 +63,7 @@ def _compare(runner, path, inputs: str, expected_file: str) -> tuple[float, floa
     expected = _load_npz(runner.bundle.file(expected_file), path)
     if not {"artefact", "reference"} <= expected.keys():
         raise BundleError(f"bundle '{path}': {expected_file} lacks the 'artefact' and 'reference' arrays; re-export it.")
-    raw = runner.run(feeds)[runner.outputs[0].name]
-    got = pool(raw, feeds["attention_mask"], runner.pooling, runner.normalize)
+    got = runner.postprocess(feeds, runner.run(feeds)[runner.outputs[0].name])
     if got.shape != expected["artefact"].shape or got.shape != expected["reference"].shape:
         raise BundleError(f"bundle '{path}': golden outputs in {expected_file} have shape {expected['artefact'].shape}, "
                           f"the bundle gives {got.shape}; re-export it.")

@@ -16,6 +16,12 @@ def bundle_info(source: Any) -> dict[str, Any]:
     bundle = getattr(source, "bundle", source)
     m = bundle.manifest
     model, target, tokenizer = m.model, m.target, m.tokenizer
+    if tokenizer is None:
+        from ..errors import BundleError
+
+        raise BundleError(f"bundle '{bundle.path}' holds a{'n' if model.family == 'image' else ''} {model.family} "
+                          "model; `edgesdk serve` serves text bundles today. Embed the runner "
+                          "(edgesdk.runtime.load(...).classify(images) / run(feeds)) in your service instead.")
     task = model.task
     out_shape = list(m.outputs[0].shape)
     labels = [str(label) for label in model.labels]
