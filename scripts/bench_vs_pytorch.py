@@ -11,7 +11,6 @@ Needs the export extra (torch, transformers); the on-device script is scripts/be
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -19,48 +18,51 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from edgesdk.runtime import load  # noqa: E402
-from edgesdk.runtime.bench import BenchConfig, feeds_for, run_interleaved  # noqa: E402
+from edgesdk.runtime.bench import BenchConfig, feeds_for, run_interleaved, timer  # noqa: E402
 
 
-def torch_eager(source: str, feeds: dict, threads: int):
+def torch_model(source: str, threads: int, dynamic_int8: bool = False):
+    """`run(feeds) -> last_hidden_state` (numpy) of the source in PyTorch eager, FP32 or `quantize_dynamic` INT8."""
     import torch
     from transformers import AutoModel
 
     torch.set_num_threads(threads)
     model = AutoModel.from_pretrained(source).eval()
-    tensors = {k: torch.from_numpy(v.astype(np.int64)) for k, v in feeds.items()}
+    if dynamic_int8:
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
-    def once() -> float:
-        start = time.perf_counter()
+    def run(feeds: dict) -> np.ndarray:
         with torch.inference_mode():
-            model(**tensors)
-        return (time.perf_counter() - start) * 1000
+            out = model(**{k: torch.from_numpy(v.astype(np.int64)) for k, v in feeds.items()})
+        return out.last_hidden_state.numpy()
 
-    return once
+    return run
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def torch_eager(source: str, feeds: dict, threads: int):
+    return timer(torch_model(source, threads), feeds)
+
+
+def interleaved_arguments(doc: str, iterations: int) -> argparse.ArgumentParser:
+    """The options every interleaved bundles-vs-PyTorch script takes (this one and bench_peers.py)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundles", nargs="+")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--iterations", type=int, default=60)
+    parser.add_argument("--iterations", type=int, default=iterations)
     parser.add_argument("--json", help="write p50s and ratios here")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = interleaved_arguments(__doc__, 60).parse_args()
     config = BenchConfig(threads=args.threads, seq=args.seq, warmup=args.warmup, iterations=args.iterations)
     runners = [load(b, threads=args.threads) for b in args.bundles]
     feeds = [feeds_for(r, 1, args.seq) for r in runners]
     baseline = torch_eager(runners[0].manifest.model.source, feeds[0], args.threads)
 
-    def timer(runner, feed):
-        def once() -> float:
-            start = time.perf_counter()
-            runner.run(feed)
-            return (time.perf_counter() - start) * 1000
-        return once
-
-    timed = [baseline] + [timer(r, f) for r, f in zip(runners, feeds)]
+    timed = [baseline] + [timer(r.run, f) for r, f in zip(runners, feeds)]
     sinks = [[] for _ in timed]
     run_interleaved(timed, sinks, config)
     p50 = [float(np.percentile(s, 50)) for s in sinks]

@@ -1,8 +1,12 @@
-"""ONNX Runtime backend: the optimised FP32 ONNX as is, or a static INT8 QDQ ONNX made by NNCF's ONNX backend.
+"""ONNX Runtime backend: the FP32 ONNX with ORT's transformer fusions, or an INT8 ONNX: static QDQ made by NNCF's
+ONNX backend, or dynamic made by ORT's own quantizer on the fused graph.
 
 NNCF places QuantizeLinear/DequantizeLinear pairs with its transformer rules (the pattern ORT's CPU provider
-fuses into integer kernels); weights are symmetric per-channel. Dynamic quantization uses ONNX Runtime's own
-`quantize_dynamic` with per-channel weights (per-tensor loses ~3 points of cosine on MiniLM).
+fuses into integer kernels); weights are symmetric per-channel. NNCF cannot take the fused graph (its SmoothQuant
+fails on the Attention contrib op), so static INT8 stays on standard ops. Dynamic quantization uses ONNX Runtime's
+`quantize_dynamic` with per-channel s8 weights (per-tensor loses ~3 points of cosine on MiniLM) on the fused graph,
+where each Attention becomes one QAttention (Q, K and V in one integer GEMM). The fusions (ort_fusion.py) are ORT
+contrib ops: the tensorrt backend never applies them.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ class ORTDevice:
     # static INT8: a Q/DQ pair per consumer so ORT runs integer kernels (faster; on AVX2 CPUs without VNNI their
     # u8s8 arithmetic costs ~0.002 cosine on MiniLM, measured); false keeps NNCF's shared pairs (float kernels)
     integer_kernels: bool = True
+    # ORT's transformer fusions (Attention, SkipLayerNormalization, BiasGelu, EmbedLayerNormalization) for the FP32
+    # and dynamic INT8 artefacts; false ships standard ops only
+    fusion: bool = True
 
 
 def convert(ctx: ConvertContext) -> Artefact:
@@ -36,7 +43,9 @@ def convert(ctx: ConvertContext) -> Artefact:
     target = ctx.out_dir / "model.onnx"
     decisions = {}
     if ctx.precision == "fp32":
-        shutil.copyfile(ctx.onnx_path, target)
+        fused = _fused(ctx)
+        shutil.copyfile(fused.path if fused.used else ctx.onnx_path, target)
+        decisions = {"fusion": fused.record}
     elif ctx.precision == "int8":
         decisions = _quantize(ctx, target)
     else:
@@ -44,8 +53,7 @@ def convert(ctx: ConvertContext) -> Artefact:
     settings = {"providers": ["CPUExecutionProvider"]}
     if decisions.get("dedicated_qdq_pairs"):
         settings["disabled_optimizers"] = list(KEEP_DEDICATED_PAIRS)
-    if ctx.precision == "int8":
-        decisions["kernels"] = kernels_run(target, settings.get("disabled_optimizers", ()))
+    decisions["kernels"] = kernels_run(target, settings.get("disabled_optimizers", ()))
     inputs, outputs = onnx_io_specs(onnx.load(str(target), load_external_data=False))
     return Artefact(format="onnx", entry="model.onnx", files=["model.onnx"], inputs=inputs, outputs=outputs,
                     settings=settings, decisions=decisions,
@@ -55,13 +63,19 @@ def convert(ctx: ConvertContext) -> Artefact:
 def _quantize(ctx: ConvertContext, target: Path) -> dict:
     spec = ctx.spec
     if spec.mode == "dynamic":
+        import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        excluded = [*ctx.keep_float, *float_op_nodes(ctx.onnx_path, spec.float_ops)]
-        quantize_dynamic(str(ctx.onnx_path), str(target), per_channel=True, weight_type=QuantType.QInt8,
-                         nodes_to_exclude=excluded)
+        fused = _fused(ctx)
+        source = fused.path if fused.used else ctx.onnx_path
+        # a node the fallback loop names on the unfused graph may now live inside a fused one (Q/K/V → Attention)
+        kept = [fused.absorbed.get(name, name) for name in ctx.keep_float] if fused.used else list(ctx.keep_float)
+        excluded = list(dict.fromkeys([*kept, *float_op_nodes(source, spec.float_ops)]))
+        quantize_dynamic(str(source), str(target), per_channel=True, weight_type=QuantType.QInt8,
+                         nodes_to_exclude=excluded,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # contrib ops' outputs
         return {"tool": "onnxruntime.quantization", "call": "quantize_dynamic", "per_channel": True,
-                "excluded_nodes": excluded}
+                "weight_type": "QInt8", "excluded_nodes": excluded, "fusion": fused.record}
     if spec.mode == "weight-only":
         raise QuantizationError("the onnxruntime target has no weight-only INT8 mode; use --quant-mode static "
                                 "or dynamic.")
@@ -72,7 +86,37 @@ def _quantize(ctx: ConvertContext, target: Path) -> dict:
     decisions = nncf_quantize_onnx(ctx.onnx_path, target, spec, ctx.calibration, ctx.keep_float)
     if ctx.profile.device.integer_kernels:
         decisions["dedicated_qdq_pairs"] = dedicated_dequantize(target)
+    decisions["fusion"] = {"applied": {}, "why": "NNCF cannot quantize ORT's fused contrib ops (its SmoothQuant "
+                                                 "fails on Attention): static INT8 stays on standard ops"}
     return decisions
+
+
+@dataclass
+class _FusedGraph:
+    path: Path
+    used: bool  # False: nothing worth shipping fused (no Attention matched), the unfused graph is used
+    record: dict  # what the manifest's decisions say about it
+    absorbed: dict  # unfused node name → the fused node holding it
+
+
+def _fused(ctx: ConvertContext) -> _FusedGraph:
+    """The source's FP32 export with ORT's fusions, made once per export (the fallback loop rebuilds often)."""
+    from .ort_fusion import fuse
+
+    key = ("ort_fusion", str(ctx.source.onnx_path))
+    if not ctx.profile.device.fusion:
+        return _FusedGraph(ctx.onnx_path, False, {"applied": {}, "why": "--ort-fusion false"}, {})
+    if key not in ctx.cache:
+        folder = ctx.work_dir or ctx.out_dir.parent
+        path = Path(folder) / "ort_fused_fp32.onnx"
+        fusion = fuse(ctx.source.onnx_path, path)
+        record = fusion.to_dict()
+        used = bool(fusion.applied.get("Attention") or fusion.applied.get("MultiHeadAttention"))
+        if not used:
+            record["why"] = ("no Attention matched: the optimised graph is shipped (ORT's session fuses "
+                             "SkipLayerNormalization and BiasGelu by itself)")
+        ctx.cache[key] = _FusedGraph(path, used, record, fusion.absorbed)
+    return ctx.cache[key]
 
 
 def dedicated_dequantize(path: Path) -> int:
@@ -148,6 +192,7 @@ def kernels_run(model_path: Path, disabled_optimizers=()) -> dict:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
     return {"integer_matmuls": sum(ops.get(o, 0) for o in INTEGER_MATMULS),
             "float_matmuls": sum(ops.get(o, 0) for o in FLOAT_MATMULS),
+            "by_op": {o: ops[o] for o in (*INTEGER_MATMULS, *FLOAT_MATMULS) if ops.get(o)},
             "quantize_ops": ops.get("QuantizeLinear", 0) + ops.get("DynamicQuantizeLinear", 0),
             "dequantize_ops": ops.get("DequantizeLinear", 0), "ops_after_session_optimisation": dict(sorted(ops.items()))}
 
@@ -177,7 +222,10 @@ BACKEND = Backend(
     requires=("onnxruntime", "nncf"),
     options=(BackendOption("--ort-integer-kernels", "integer_kernels", _yes_no,
                            "true (default): static INT8 runs ORT's integer MatMul kernels (a Q/DQ pair per "
-                           "consumer); false: NNCF's shared pairs, float kernels"),),
+                           "consumer); false: NNCF's shared pairs, float kernels"),
+             BackendOption("--ort-fusion", "fusion", _yes_no,
+                           "true (default): FP32 and dynamic INT8 use ORT's transformer fusions (Attention, "
+                           "SkipLayerNormalization, ...; QAttention in INT8); false: standard ops only"),),
     tools=("onnxruntime", "onnx", "nncf"),
     spec={"mode": ("static", "dynamic"), "calibration_method": ("minmax", "percentile", "mse"),
           "weight_granularity": ("per_channel",), "weight_symmetric": (True,), "activation_dtype": ("int8",),

@@ -1,7 +1,9 @@
 """Per-layer sensitivity, measured: how much quantization error each MatMul adds on real inputs.
 
-The FP32 ONNX and a QDQ probe (NNCF's static INT8 of the same graph under the same spec) run side by side in ONNX
-Runtime with every MatMul's activation inputs and output exposed. A layer's sensitivity is the relative error of its
+The FP32 ONNX and a probe (`build_probe`: for static INT8 NNCF's QDQ of the same graph under the same spec; for
+dynamic INT8 ONNX Runtime's `quantize_dynamic`, so the ranking sees the error dynamic activation quantization makes,
+not the static ranges' error) run side by side in ONNX Runtime with every MatMul's activation inputs and output
+exposed. A layer's sensitivity is the relative error of its
 output minus the largest relative error already present at its inputs — the error it adds itself — averaged over
 the samples whose final output drifts most (the budget's minimum cosine is lost on those, not on the average). The fallback loop
 returns the highest-ranked layers to float first. Node names are the ONNX node names, which NNCF's IgnoredScope
@@ -48,6 +50,20 @@ def _run(model, feeds: list[dict[str, np.ndarray]], names: list[str]) -> dict[st
         for name, value in zip(names, session.run(names, feed)):
             out[name].append(value)
     return out
+
+
+def build_probe(fp32_onnx: Path, probe: Path, spec, calibration) -> str:
+    """The quantized twin the ranking compares with FP32, native to the spec's mode; returns what it is."""
+    if spec.mode == "dynamic":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        # per-channel s8 weights, dynamic per-tensor u8 activations: the kernels the dynamic artefact runs
+        quantize_dynamic(str(fp32_onnx), str(probe), per_channel=True, weight_type=QuantType.QInt8)
+        return "onnxruntime quantize_dynamic (per-channel s8 weights, dynamic u8 activations)"
+    from .nncf_options import nncf_quantize_onnx
+
+    nncf_quantize_onnx(fp32_onnx, probe, spec, calibration, ())
+    return "nncf static QDQ"
 
 
 def rank_layers(fp32_onnx: Path, qdq_onnx: Path, feeds: list[dict[str, np.ndarray]]) -> list[LayerSensitivity]:

@@ -137,6 +137,15 @@ class _Timed:
             peak_rss_mb=round(peak_rss_bytes() / 2**20, 1), iterations=len(self.samples), samples_ms=self.samples)
 
 
+def timer(run: Callable[[Any], Any], feeds: Any) -> Callable[[], float]:
+    """A zero-argument function that runs `run(feeds)` once and returns its wall time in ms."""
+    def once() -> float:
+        start = time.perf_counter()
+        run(feeds)
+        return (time.perf_counter() - start) * 1000
+    return once
+
+
 def run_interleaved(timed: list[Callable[[], float]], sinks: list[list[float]], config: BenchConfig) -> None:
     """Warm up each, then alternate them until the count and the duration are both reached."""
     for fn in timed:

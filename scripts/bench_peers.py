@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""edgesdk bundles vs the peer pipelines a user could build by hand from the same model, in one process.
+
+    python scripts/bench_peers.py dist/all-minilm-l6-v2-onnxruntime-int8 [MORE_BUNDLES...] --threads 1 --seq 128 \
+        [--data ../shared/data/stsb/dev.tsv --sentences 200] [--json peers.json]
+
+Peers, all built here from the first bundle's source model (manifest model.source): PyTorch FP32 eager (the
+baseline), PyTorch `quantize_dynamic` (qint8 Linear), ONNX Runtime with its BERT fusions (FP32), those fusions +
+ORT `quantize_dynamic` (s8 per-channel), and OpenVINO `nncf.compress_weights` INT8 (f32 hint). Latency is p50 of
+batch 1 at --seq, every pipeline interleaved with the others (a shared CPU hurts all alike). Fidelity is the
+cosine of pooled embeddings vs PyTorch FP32 over STS-B sentences (skipped when --data is absent). Needs the export
+extra plus onnxruntime and openvino.
+"""
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+
+from bench_corpus import read_corpus  # noqa: E402
+from bench_vs_pytorch import interleaved_arguments, torch_model  # noqa: E402
+from edgesdk.runtime import load  # noqa: E402
+from edgesdk.runtime.bench import BenchConfig, feeds_for, run_interleaved, timer  # noqa: E402
+from edgesdk.runtime.text import pool  # noqa: E402
+from edgesdk.runtime.verify import cosine_rows  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared/data/stsb/dev.tsv"
+
+
+def ort_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    from edgesdk.runtime.onnxruntime import session_options
+
+    session = ort.InferenceSession(str(path), session_options(ort, threads), providers=["CPUExecutionProvider"])
+    return lambda feeds: session.run(None, feeds)[0]
+
+
+def openvino_weight_int8(onnx_path: Path, threads: int):
+    import nncf
+    import openvino as ov
+
+    model = nncf.compress_weights(ov.convert_model(str(onnx_path)), mode=nncf.CompressWeightsMode.INT8_SYM)
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                      "INFERENCE_NUM_THREADS": threads})
+    return lambda feeds: compiled(feeds)[0]
+
+
+def peers(source: str, work: Path, threads: int) -> dict:
+    """name → run(feeds) -> last_hidden_state, for every peer pipeline (the first is the FP32 reference)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    import onnx
+
+    from edgesdk.backends.ort_fusion import fuse
+    from edgesdk.frontends import load_source
+
+    exported = load_source(source, work, None, opset=17).onnx_path
+    fusion = fuse(exported, work / "fused.onnx")
+    print(f"ORT fusion: {fusion.applied}")
+    quantize_dynamic(str(work / "fused.onnx"), str(work / "fused_dynamic.onnx"), per_channel=True,
+                     weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    return {"PyTorch FP32 eager": torch_model(source, threads),
+            "PyTorch quantize_dynamic": torch_model(source, threads, dynamic_int8=True),
+            "ORT fusion FP32": ort_session(work / "fused.onnx", threads),
+            "ORT fusion + quantize_dynamic s8": ort_session(work / "fused_dynamic.onnx", threads),
+            "OpenVINO compress_weights INT8": openvino_weight_int8(exported, threads)}
+
+
+def embeddings(run, tokenize, texts: list[str], batch: int = 16) -> np.ndarray:
+    out = []
+    for i in range(0, len(texts), batch):
+        feeds = tokenize(texts[i:i + batch])
+        out.append(pool(run(feeds), feeds["attention_mask"], "mean", True))
+    return np.concatenate(out)
+
+
+def main() -> int:
+    parser = interleaved_arguments(__doc__, 40)
+    parser.add_argument("--data", default=str(DATA), help="STS-B TSV for fidelity (skipped if absent)")
+    parser.add_argument("--sentences", type=int, default=200)
+    args = parser.parse_args()
+    runners = [load(b, threads=args.threads) for b in args.bundles]
+    first = runners[0]
+    with tempfile.TemporaryDirectory(prefix="edgesdk-peers-") as tmp:
+        pipelines = peers(first.manifest.model.source, Path(tmp), args.threads)
+        runs = {**pipelines, **{Path(b).name: (lambda r: lambda f: r.run(f)[r.outputs[0].name])(r)
+                                for b, r in zip(args.bundles, runners)}}
+        tokenize = {**{name: first.tokenize for name in pipelines},
+                    **{Path(b).name: r.tokenize for b, r in zip(args.bundles, runners)}}
+        fidelity = {}
+        if Path(args.data).is_file():
+            texts = read_corpus(args.data)[: args.sentences]
+            reference = embeddings(runs["PyTorch FP32 eager"], first.tokenize, texts)
+            for name, run in runs.items():
+                cos = cosine_rows(embeddings(run, tokenize[name], texts), reference)
+                fidelity[name] = {"cosine_mean": round(float(cos.mean()), 5), "cosine_min": round(float(cos.min()), 5)}
+        else:
+            print(f"no {args.data}: fidelity skipped")
+        feeds = {name: feeds_for(r, 1, args.seq) for name, r in zip(runs, [first] * len(pipelines) + runners)}
+        timed = [timer(run, feeds[name]) for name, run in runs.items()]
+        sinks = [[] for _ in timed]
+        run_interleaved(timed, sinks, BenchConfig(threads=args.threads, seq=args.seq, warmup=args.warmup,
+                                                  iterations=args.iterations))
+    p50 = {name: float(np.percentile(s, 50)) for name, s in zip(runs, sinks)}
+    base = p50["PyTorch FP32 eager"]
+    print(f"seq {args.seq}, batch 1, {args.threads} thread(s), {args.iterations} interleaved iterations; "
+          f"fidelity: {args.sentences} sentences of {Path(args.data).name} vs PyTorch FP32")
+    print(f"{'pipeline':44} {'p50 ms':>8} {'vs eager':>9} {'cos mean':>9} {'cos min':>9}")
+    rows = {}
+    for name, value in p50.items():
+        fid = fidelity.get(name, {})
+        rows[name] = {"p50_ms": round(value, 3), "ratio_vs_eager": round(value / base, 3), **fid}
+        print(f"{name[:44]:44} {value:8.2f} {value / base:9.3f} {fid.get('cosine_mean', float('nan')):9.5f} "
+              f"{fid.get('cosine_min', float('nan')):9.5f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"config": vars(args), "pipelines": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
