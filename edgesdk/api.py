@@ -362,16 +362,13 @@ def _evaluate(runner: Runner, data: LabelledSet, path: str) -> mf.Evaluation:
 
 
 def _rank(calibration: CalibrationSet, shared: _Shared, spec: QuantSpec) -> list:
-    """Measured per-layer sensitivity, from a QDQ probe of the same spec run beside FP32 in ONNX Runtime.
+    """Measured per-layer sensitivity, from a quantized probe of the same spec and mode (static QDQ by NNCF,
+    or ORT's dynamic quantization) run beside FP32 in ONNX Runtime."""
+    from .quant.sensitivity import build_probe, rank_layers
 
-    The probe is static INT8 even when the artefact is dynamic: it locates the layers whose quantization hurts.
-    """
-    from .quant.nncf_options import nncf_quantize_onnx
-    from .quant.sensitivity import rank_layers
-
-    probe = shared.onnx_path.with_name("sensitivity_probe.onnx")
+    probe = shared.onnx_path.with_name(f"sensitivity_probe_{spec.mode}.onnx")
     if not probe.exists():
-        nncf_quantize_onnx(shared.onnx_path, probe, spec, calibration, ())
+        build_probe(shared.onnx_path, probe, spec, calibration)
     return rank_layers(shared.onnx_path, probe, list(calibration)[:SENSITIVITY_SAMPLES])
 
 

@@ -106,6 +106,8 @@ def _fused(ctx: ConvertContext) -> _FusedGraph:
     key = ("ort_fusion", str(ctx.source.onnx_path))
     if not ctx.profile.device.fusion:
         return _FusedGraph(ctx.onnx_path, False, {"applied": {}, "why": "--ort-fusion false"}, {})
+    if ctx.source.family.NAME != "text":
+        return _FusedGraph(ctx.onnx_path, False, {"applied": {}, "why": "transformer fusions: text models only"}, {})
     if key not in ctx.cache:
         folder = ctx.work_dir or ctx.out_dir.parent
         path = Path(folder) / "ort_fused_fp32.onnx"

@@ -69,10 +69,12 @@ def _quantize(model, ctx: ConvertContext):
 
 def openvino_names(model, onnx_names: tuple[str, ...]) -> tuple[str, ...]:
     """ONNX node names (what the fallback loop ranks) as the converted model's op names: OpenVINO splits an ONNX
-    Gemm into '<name>/WithoutBiases' (MatMul) + '<name>' (Add), and the weights live on the MatMul."""
+    Gemm (or a Conv with bias) into '<name>/WithoutBiases' (MatMul / Convolution) + '<name>' (Add), and the weights
+    live on the first."""
     ops = {op.get_friendly_name(): op.get_type_name() for op in model.get_ops()}
-    return tuple(f"{n}/WithoutBiases" if ops.get(n) != "MatMul" and ops.get(f"{n}/WithoutBiases") == "MatMul" else n
-                 for n in onnx_names)
+    weighted = ("MatMul", "Convolution", "GroupConvolution")
+    return tuple(f"{n}/WithoutBiases" if ops.get(n) not in weighted and ops.get(f"{n}/WithoutBiases") in weighted
+                 else n for n in onnx_names)
 
 
 BACKEND = Backend(

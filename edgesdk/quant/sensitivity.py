@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import require
 
-QUANTIZABLE = ("MatMul", "Gemm")
+QUANTIZABLE = ("MatMul", "Gemm", "Conv")  # the weight layers a fallback can hold back (Conv: CNNs)
 WORST_SAMPLES = 8
 
 
