@@ -37,7 +37,7 @@ from .runtime import manifest as mf
 from .runtime.manifest import open_bundle, sha256_file
 from .runtime.runner import Runner
 from .runtime.schema import decode, encode
-from .runtime.text import pool
+from .runtime.text import output_vectors
 
 log = logging.getLogger("edgesdk")
 FP32_COSINE_FLOOR = 0.9999
@@ -229,9 +229,7 @@ def _eval_set(path: str, source: SourceModel) -> LabelledSet:
 
 def _pool(source: SourceModel, feeds: dict[str, np.ndarray], raw: np.ndarray) -> np.ndarray:
     """The vectors fidelity compares, as the runner makes them (Runner.postprocess)."""
-    if source.family.NAME == "text":
-        return pool(raw, feeds["attention_mask"], source.pooling, source.normalize)
-    return pool(np.asarray(raw).reshape(len(raw), -1), None, source.pooling, source.normalize)
+    return output_vectors(source.family.NAME, feeds, raw, source.pooling, source.normalize)
 
 
 def _ensure_calibration(options: ExportOptions, shared: _Shared) -> CalibrationSet:
