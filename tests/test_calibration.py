@@ -34,7 +34,7 @@ def test_tsv_with_header_uses_text_columns(tmp_path):
 def test_fewer_texts_than_samples(tmp_path):
     path = tmp_path / "few.txt"
     path.write_text("one\ntwo\n")
-    with pytest.raises(InputError, match="has only 2 texts"):
+    with pytest.raises(InputError, match="has only 2 items"):
         CalibrationSet.build(load_texts(path), lambda t: {}, samples=10)
 
 

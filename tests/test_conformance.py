@@ -99,4 +99,6 @@ def test_int8_is_smaller_and_recorded(bundles, profile):
     size = {k: sum(read_bundle(p).manifest.files[f].bytes for f in read_bundle(p).manifest.artefact.files)
             for k, p in (("fp32", fp32), ("int8", int8))}
     assert size["int8"] < 0.6 * size["fp32"], size
-    assert read_bundle(int8).manifest.quantization.spec["mode"] == load_profile(profile).quant.mode
+    quantization = read_bundle(int8).manifest.quantization
+    choice = quantization.decisions.get("mode_choice")  # on a CPU without int8 dot product: measured, recorded
+    assert quantization.spec["mode"] == (choice["chosen"] if choice else load_profile(profile).quant.mode)

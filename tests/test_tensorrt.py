@@ -126,9 +126,11 @@ def test_check_flags_int64_boundary_and_unprofiled_dims():
     assert {"boundary_dtype", "dynamic_dim"} <= kinds
 
 
-def test_int32_inputs_keep_the_graph_valid(tiny_export):
-    fp32 = next(b.path for b in tiny_export.bundles if b.backend == "onnxruntime" and b.precision == "fp32")
-    model = int32_integer_inputs(onnx.load(str(Path(fp32) / "model.onnx")))
+def test_int32_inputs_keep_the_graph_valid(tiny_model_dir, tmp_path):
+    from edgesdk.frontends import load_source
+
+    source = load_source(str(tiny_model_dir), tmp_path)  # the standard-op FP32 export (no ORT fusions)
+    model = int32_integer_inputs(onnx.load(str(source.onnx_path)))
     onnx.checker.check_model(model)
     assert {i.type.tensor_type.elem_type for i in model.graph.input} == {onnx.TensorProto.INT32}
     assert len(softmax_fed_matmuls(model)) == 2  # one P·V MatMul per layer of the 2-layer BERT

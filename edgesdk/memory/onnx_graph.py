@@ -247,8 +247,10 @@ def _kind(name: str, consumers, graph, depth: int = 0) -> str:
     for node, slot in consumers.get(name, []):
         if node.op_type in ("DequantizeLinear", "QuantizeLinear") and slot > 0:
             return "quant_params"
-        if node.op_type in GATHER_OPS and slot == 0:
-            return "embeddings"
+        if node.op_type in GATHER_OPS and slot == 0 or node.op_type == "EmbedLayerNormalization" and slot in (2, 3, 4):
+            return "embeddings"  # ORT's fused embedding (word, position, segment tables at slots 2-4)
+        if node.op_type in ("Attention", "QAttention") and slot == 1:
+            return "matmul"  # ORT's fused attention: the packed Q/K/V weight
         if node.op_type in MATMUL_OPS:
             return "matmul"
         if node.op_type in WEIGHT_SIDE_OPS and depth < 4 and node.output:
