@@ -27,6 +27,7 @@ NAME = r"[a-z0-9][a-z0-9._-]*"
 BUNDLED = "bundled:"  # prefix of a bundled profile's source
 MAX_PROFILE_BYTES = 1 << 20
 MAX_DIM = 1 << 20
+MAX_BATCH = 4096
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ class ShapePolicy:
     # static policy: the sequence lengths built, each a static shape of its own (a batch runs in the smallest that
     # fits it); empty = just `seq`
     buckets: tuple[int, ...] = field(default=(), metadata=check(min=1, max=MAX_DIM))
+    # static policy: batched static shapes [batch, length] built besides batch 1 at each length (the length one of
+    # `buckets`): a backend that builds them (Backend.batch_shapes) runs a batch of rows in as few as fit
+    batch_shapes: tuple[tuple[int, int], ...] = ()
     min_shape: tuple[int, int] = field(default=(1, 1), metadata=check(min=1, max=MAX_DIM))
     opt_shape: tuple[int, int] = field(default=(1, 128), metadata=check(min=1, max=MAX_DIM))
     max_shape: tuple[int, int] = field(default=(8, 256), metadata=check(min=1, max=MAX_DIM))
@@ -67,16 +71,30 @@ class ShapePolicy:
         if not all(a <= b <= c for a, b, c in zip(self.min_shape, self.opt_shape, self.max_shape)):
             raise ValueError(f"needs min_shape <= opt_shape <= max_shape per axis, got {list(self.min_shape)}, "
                              f"{list(self.opt_shape)}, {list(self.max_shape)}")
+        for batch, length in self.batch_shapes:
+            if not 2 <= batch <= MAX_BATCH or length not in self.static_lengths():
+                raise ValueError(f"batch_shapes entry [{batch}, {length}] needs a batch from 2 to {MAX_BATCH} and a "
+                                 f"length among the static lengths {list(self.static_lengths())} (batch 1 is always "
+                                 "built at every length)")
+        if len(set(self.batch_shapes)) != len(self.batch_shapes):
+            raise ValueError(f"batch_shapes repeats a shape: {[list(s) for s in self.batch_shapes]}")
 
     def static_lengths(self) -> tuple[int, ...]:
         """The static sequence lengths to build, shortest first."""
         return tuple(sorted(set(self.buckets))) if self.buckets else (self.seq,)
 
+    def static_shapes(self) -> tuple[tuple[int, int], ...]:
+        """Every static (batch, length) to build: batch 1 at each length, then `batch_shapes`; sorted."""
+        return tuple(sorted({*((1, n) for n in self.static_lengths()), *self.batch_shapes}))
+
     def planning_shape(self) -> tuple[int, int]:
-        """The (batch, seq) the memory plan sizes: the largest this device is asked to run."""
+        """The (batch, seq) the memory plan sizes: the largest this device is asked to run (static: the most
+        tokens, then the longest)."""
         if self.policy == "profiles":
             return self.max_shape
-        return (1, self.static_lengths()[-1]) if self.policy == "static" else (1, self.max_seq)
+        if self.policy == "static":
+            return max(self.static_shapes(), key=lambda s: (s[0] * s[1], s[1]))
+        return (1, self.max_seq)
 
 
 @dataclass(frozen=True)
@@ -221,5 +239,16 @@ def _check_consistency(p: TargetProfile, backend) -> None:
     if p.shapes.policy not in backend.shape_policies:
         raise ProfileError(f"{p.source}: 'shapes.policy' = {p.shapes.policy!r} is not what the {p.backend} backend "
                            f"builds; use {' or '.join(map(repr, backend.shape_policies))}.")
+    if p.shapes.batch_shapes and not (backend.batch_shapes and p.shapes.policy == "static"):
+        raise ProfileError(f"{p.source}: 'shapes.batch_shapes' = {[list(s) for s in p.shapes.batch_shapes]} needs "
+                           f"the static shape policy of a backend that builds batched static shapes; the "
+                           f"{p.backend} backend {'does' if backend.batch_shapes else 'does not'} and the policy is "
+                           f"{p.shapes.policy!r}. Remove batch_shapes, or use {', '.join(_batching_backends())}.")
     if p.quant.activation_symmetric_required and not p.quant.activation_symmetric:
         raise ProfileError(f"{p.source}: quant.activation_symmetric_required needs quant.activation_symmetric = true.")
+
+
+def _batching_backends() -> list[str]:
+    from .backends import backends
+
+    return sorted(name for name, b in backends().items() if b.batch_shapes) or ["none"]

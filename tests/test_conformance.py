@@ -55,7 +55,9 @@ def bundles(tmp_path_factory, tiny_model_dir) -> dict[str, dict[str, Path]]:
             work / f"c-{name}.toml", name, name=f"c-{name}", fidelity={"cosine_mean": 0.98, "cosine_min": 0.9},
             quant={"samples": 16},
             shapes={"max_seq": 128, "min_shape": [1, 16], "opt_shape": [1, 64], "max_shape": [4, 128],
-                    "buckets": [32, 128]})))
+                    "buckets": [32, 128],
+                    # the bundled batched shapes name the bundled lengths: batched [4, 32] where they are built
+                    **({"batch_shapes": [[4, 32]]} if load_profile(name).shapes.batch_shapes else {})})))
     result = export(ExportOptions(targets=tuple(targets), model=str(tiny_model_dir), out=str(work / "dist"),
                                   precisions=("fp32", "int8"), fidelity_samples=24, progress=False))
     assert result.calibration_builds == 1

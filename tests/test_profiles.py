@@ -138,3 +138,19 @@ def test_device_overrides_reach_only_the_backends_that_have_the_field():
         _plan(ExportOptions(targets=("intel",), device=(("nope", 1),)))
     with pytest.raises(ProfileError, match="'device.workspace_mb' = -1 is out of range"):
         _plan(ExportOptions(targets=("jetson",), device=(("workspace_mb", -1),)))
+
+
+def test_batch_shapes_need_a_built_length_and_a_backend_that_builds_them(tmp_path):
+    path = write_profile(tmp_path / "ok.toml", "android", name="ok",
+                         shapes={"buckets": [16, 128], "batch_shapes": [[8, 16], [4, 128]]})
+    shapes = load_profile(str(path)).shapes
+    assert shapes.static_shapes() == ((1, 16), (1, 128), (4, 128), (8, 16))
+    assert shapes.planning_shape() == (4, 128)  # the most tokens the device is asked to hold at once
+    for bad, needle in (([[8, 20]], r"batch_shapes entry \[8, 20\].*\[16, 128\]"),
+                        ([[1, 16]], r"batch from 2"), ([[8, 16], [8, 16]], "repeats")):
+        path = write_profile(tmp_path / "bad.toml", "android", shapes={"buckets": [16, 128], "batch_shapes": bad})
+        with pytest.raises(ProfileError, match=needle):
+            load_profile(str(path))
+    path = write_profile(tmp_path / "intel.toml", "intel", shapes={"batch_shapes": [[8, 128]]})
+    with pytest.raises(ProfileError, match="batch_shapes.*backend does not.*'dynamic'.*use tflite"):
+        load_profile(str(path))

@@ -20,7 +20,7 @@ MATMUL = "/model/encoder/layer.{}/{}/MatMul"
 def _profile(work: Path, **fidelity):
     return write_profile(work / "tiny-android.toml", "android", name="tiny-android",
                          fidelity=fidelity or {"cosine_mean": 0.98, "cosine_min": 0.9}, quant={"samples": 16},
-                         shapes={"buckets": [16, 128]})
+                         shapes={"buckets": [16, 128], "batch_shapes": [[4, 16]]})
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,7 @@ def test_fp32_bundle_embeds_and_matches_pytorch(android, tiny_model_dir):
     assert manifest.artefact.entry == "model.tflite" and manifest.fidelity.cosine_min >= 0.9999
     assert {i.dtype for i in manifest.inputs} == {"int32"}
     assert bundle.settings.buckets == (16, 128) and manifest.tokenizer.static_length is None
+    assert bundle.settings.batches == ((4, 16),) and bundle.settings.length_input == "attention_mask"
     assert manifest.tokenizer.max_length == 128 and set(manifest.fidelity.per_length) == {"16", "128"}
     assert [c.length for c in manifest.golden.per_length] == [16, 128]
     assert manifest.runtime_requirements[-1] == "ai-edge-litert==2.3.0"
@@ -81,7 +82,9 @@ def test_full_integer_op_check_reports_the_main_path(android):
     assert check["verdict"].startswith("full-integer main path"), check
     assert check["float_ops"] == 0 and check["int16_ops"] > 0
     assert any(line.startswith("NNAPI") for line in check["details"])
-    assert manifest.quantization.decisions["calibration"]["rows_per_signature"]["seq_128"] == 16
+    rows = manifest.quantization.decisions["calibration"]["rows_per_signature"]
+    assert rows["seq_128"] == 16 and rows["b4_seq_16"] == -(-rows["seq_16"] // 4)  # the same rows, 4 at a time
+    assert manifest.quantization.decisions["batched_vs_batch_1"]["b4_seq_16"]["cosine_min"] >= 0.999
     assert bundle.settings.delegates == ("nnapi", "xnnpack")
 
 
@@ -94,6 +97,9 @@ def test_buckets_pad_truncate_and_batch(android):
         assert runner.tokenize(["short"])["input_ids"].shape == (1, 3)  # padded to the batch, not to 128
         session = runner._session
         assert [session.bucket_for(n) for n in (3, 16, 17, 128)] == [16, 16, 128, 128]
+        mixed = runner.tokenize(["short", "word " * 40, "a third"])
+        assert mixed["input_ids"].shape[1] == 42 and session.row_buckets(mixed).tolist() == [16, 128, 16]
+        assert session.row_buckets(runner.tokenize(["short"], pad_to=128)).tolist() == [128]  # padded on purpose
         batch = runner.embed(["short", "word " * 500, "a third"], batch_size=3)
         single = runner.embed(["word " * 500])
         short = runner.embed(["short"])  # runs in the 16-token signature
@@ -231,9 +237,93 @@ def test_a_quantizer_failure_reaches_the_user_naming_the_stage(tmp_path, tiny_mo
     assert not list((tmp_path / "d").glob("*int8*")), "no bundle, not even a hidden staging folder, stays behind"
 
 
-def test_repeated_tensor_names_are_made_unique_across_signatures(android):
+def test_repeated_tensor_names_are_made_unique_across_signatures(android, tmp_path):
+    """litert-quantizer's input has every name once across subgraphs; the bundle's model shares them again."""
     from ai_edge_litert.tools import flatbuffer_utils
 
-    model = flatbuffer_utils.read_model(str(android["dynamic"] / "model.tflite"))
-    names = [t.name for g in model.subgraphs for t in g.tensors]
-    assert len(model.subgraphs) == 2 and len(names) == len(set(names))
+    from edgesdk.backends.tflite import compact_model, unique_tensor_names
+
+    path = tmp_path / "model.tflite"
+    shutil.copyfile(android["dynamic"] / "model.tflite", path)
+    model = flatbuffer_utils.read_model(str(path))
+    shared = [[t.name for t in g.tensors] for g in model.subgraphs]
+    assert len(model.subgraphs) == 3 and all(len(n) == len(set(n)) for n in shared)  # seq_16, b4_seq_16, seq_128
+    assert set(shared[0]) & set(shared[1])  # the bundle writes a name all signatures share once
+    assert unique_tensor_names(path) > 0
+    names = [t.name for g in flatbuffer_utils.read_model(str(path)).subgraphs for t in g.tensors]
+    assert len(names) == len(set(names))
+    compact_model(path)
+    assert [[t.name for t in g.tensors] for g in flatbuffer_utils.read_model(str(path)).subgraphs] == shared
+
+
+def test_row_plan_fills_batches_and_pads_a_half_full_tail():
+    from edgesdk.runtime.tflite import row_plan
+
+    assert [row_plan(n, (1, 16)) for n in (1, 7, 8, 16, 20, 32, 40)] == [
+        [1], [1] * 7, [16], [16], [16, 1, 1, 1, 1], [16, 16], [16, 16, 16]]
+    assert row_plan(13, (1, 4, 16)) == [16] and row_plan(6, (1, 4, 16)) == [4, 4] and row_plan(0, (1, 4)) == []
+
+
+def test_a_batch_runs_in_the_batched_signature_and_matches_rows_run_alone(android):
+    texts = ["short", "a third text", "word " * 40, "four", "five words in this one", "six", "seven", "eight"]
+    for kind in ("fp32", "dynamic", "int8"):
+        with load(android[kind], threads=1) as runner:
+            session = runner._session
+            session._interpreter()
+            calls = []
+            batched = session._local.runners[(4, 16)]
+            session._local.runners[(4, 16)] = lambda **f: calls.append(f["input_ids"].shape) or batched(**f)
+            together = runner.embed(texts, batch_size=8)
+            alone = np.concatenate([runner.embed([t]) for t in texts])
+        assert calls == [(4, 16), (4, 16)], kind  # 7 short rows: one full batch of 4, then 3 of 4 padded
+        if kind == "int8":  # full integer: each subgraph has its own calibrated activation scales
+            assert (together * alone).sum(1).min() >= 0.999, kind
+        else:  # float compute: the same math
+            assert np.allclose(together, alone, atol=2e-5), (kind, np.abs(together - alone).max())
+
+
+def test_batched_signatures_share_every_weight_buffer(android):
+    """A batched signature adds its tensor tables, not a copy of the weights: the buffers only its subgraph uses
+    (its own small constants) are under 1 % of the model's bytes."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    for kind in ("fp32", "dynamic", "int8"):
+        model = flatbuffer_utils.read_model(str(android[kind] / "model.tflite"))
+        batched = next(s.subgraphIndex for s in model.signatureDefs if s.signatureKey == b"b4_seq_16")
+        users: dict[int, set] = {}
+        for index, graph in enumerate(model.subgraphs):
+            for tensor in graph.tensors:
+                users.setdefault(tensor.buffer, set()).add(index)
+        sizes = {i: len(b.data) for i, b in enumerate(model.buffers) if b.data is not None}
+        own = sum(n for i, n in sizes.items() if users.get(i) == {batched})
+        assert sum(sizes.values()) > 1_000_000 and own < 0.01 * sum(sizes.values()), (kind, own)
+
+
+def test_the_bundle_model_stores_repeated_vectors_once(android, tmp_path):
+    """compact_model: per-channel scales and zero points of every subgraph written once, buffers 16-aligned,
+    the interpreter's outputs unchanged (flatbuffer_utils.write_model writes them per subgraph)."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    from edgesdk.backends.tflite import compact_model
+
+    bundle = android["dynamic"] / "model.tflite"
+    plain = tmp_path / "plain.tflite"
+    flatbuffer_utils.write_model(flatbuffer_utils.read_model(str(bundle)), str(plain))
+    assert bundle.stat().st_size < plain.stat().st_size - 20_000
+    again = tmp_path / "again.tflite"
+    shutil.copyfile(plain, again)
+    before, after = compact_model(again)
+    assert before == plain.stat().st_size and after == bundle.stat().st_size
+    from ai_edge_litert import schema_py_generated as schema
+
+    raw = again.read_bytes()
+    root = schema.Model.GetRootAs(raw, 0)
+    offsets = [root.Buffers(i).DataAsNumpy().ctypes.data - np.frombuffer(raw, np.uint8).ctypes.data
+               for i in range(root.BuffersLength()) if root.Buffers(i).DataLength() >= 64]
+    assert offsets and all(o % 16 == 0 for o in offsets)
+    feeds = {"input_ids": np.array([[101, 7592, 2088, 102] + [0] * 12], np.int32),
+             "attention_mask": np.array([[1] * 4 + [0] * 12], np.int32), "token_type_ids": np.zeros((1, 16), np.int32)}
+    outs = [next(iter(Interpreter(model_path=str(p)).get_signature_runner("seq_16")(**feeds).values()))
+            for p in (plain, again)]
+    assert np.array_equal(*outs)

@@ -72,6 +72,7 @@ class Backend:
     tools: tuple[str, ...] = ()  # distributions whose versions its manifests record
     spec: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # QuantSpec field → values it honours
     shape_policies: tuple[str, ...] = ("dynamic",)
+    batch_shapes: bool = False  # builds the static policy's batched shapes (profile shapes.batch_shapes)
     int4: tuple[bool, str] = (False, "not supported")  # weight-only int4: supported?, how / why not
     activation_bytes: Callable[[str, Any, bool], int | None] | None = None  # (precision, device, full_int) → bytes
     from_torch: bool = False  # converts the source's torch module (not the ONNX): needs a PyTorch source

@@ -1,5 +1,6 @@
 """TFLite / LiteRT backend (Android: NNAPI, GPU, XNNPACK): a torch module → .tflite with litert-torch, one static
-[1, L] int32 signature per sequence bucket L (the profile's shapes.buckets, weights shared between signatures);
+[1, L] int32 signature per sequence bucket L (the profile's shapes.buckets) and a static [B, L] signature per
+batched shape (shapes.batch_shapes), all in one model sharing every weight buffer;
 precisions materialised with litert-quantizer (AEQ: ai-edge-quantizer's successor under its new name; 0.11.0 gives
 the same models as ai-edge-quantizer 0.10.0: the dynamic MiniLM bundle is byte-size-identical and its STS-B cosines
 match to 5 digits).
@@ -7,6 +8,9 @@ match to 5 digits).
 Why one model with several signatures and not one model per bucket: the signatures share every weight buffer
 (measured on the 2-layer test BERT: 3 signatures 8.29 MB vs 8.15 MB for one), each stays static as NNAPI/NPU
 delegates need, and AEQ calibrates and quantizes each signature's subgraph with its own activation ranges.
+Batched signatures exist for throughput on CPU: a short row at batch 1 pays the per-call cost of ~390 ops (MiniLM
+dynamic INT8 on STS-B: 5.5 ms per row in [16, 12] vs 6.2 in [1, 12]; fp32 gains more); every batched signature is
+checked against batch 1 of its length at export.
 
 Why litert-torch and not ONNX → onnx2tf: it lives in the same venv as torch/OpenVINO/NNCF (onnx2tf pins
 TensorFlow 2.19 and numpy 1.26) and its graphs can be calibrated with token-id inputs (docs/android.md).
@@ -40,14 +44,21 @@ import numpy as np
 from ..errors import EdgeSDKError, QuantizationError, require
 from ..memory.runtime_model import RuntimeModel
 from ..runtime.schema import check
+from ..runtime.tflite import signature_name
 from . import Artefact, Backend, ConvertContext
 from .tflite_ops import check_ops, list_ops, unsupported_op_name
 
 log = logging.getLogger("edgesdk")
 LITERT_REQUIREMENT = "ai-edge-litert==2.3.0"
-SIGNATURE = "seq_{}"  # the signature of sequence bucket L
+SIGNATURE = "seq_{}"  # the batch-1 signature of sequence bucket L (batched ones: signature_name(batch, L))
+# a batched signature vs batch 1 of its length, row by row: float compute is the same math on the same weights
+# (MiniLM: bit-identical); full-integer subgraphs each carry their own calibrated activation scales
+# (a conversion that broadcasts the mask or positions wrongly over the batch lands far below either bar; a random-
+# weight test BERT's full-integer b4_seq_32 measured 0.9985 from calibration alone)
+BATCH_CHECK_COSINE = {"float": 0.9999, "full_integer": 0.995}
 FIXED_SIGNATURE = "main"  # image and tensor models: their one static signature
 DELEGATES = ("nnapi", "gpu", "xnnpack", "hexagon")
+_QUALIFIER = re.compile(rb"(?<![^/;:])(?:[A-Za-z_<][\w<>]*\.)+(?=[A-Za-z_])")  # 'pkg.mod.<locals>.' of a component
 # ONNX op types a user may name in float_ops, and the TFLite ops they become
 ONNX_TO_TFLITE = {"Softmax": ("SOFTMAX",), "MatMul": ("FULLY_CONNECTED", "BATCH_MATMUL"), "Gemm": ("FULLY_CONNECTED",),
                   "Add": ("ADD",), "Sub": ("SUB",), "Mul": ("MUL",), "Div": ("DIV",), "Gelu": ("GELU",),
@@ -91,25 +102,29 @@ def _cache(ctx: ConvertContext, seq: str) -> Path:
     return folder
 
 
-def fp32_tflite(ctx: ConvertContext, buckets: tuple[int, ...], mul_layernorm: bool) -> tuple[Path, float]:
+def fp32_tflite(ctx: ConvertContext, shapes: tuple[tuple[int, int], ...], mul_layernorm: bool
+                ) -> tuple[Path, float]:
     if ctx.source.torch_module is None:
         raise EdgeSDKError(f"the tflite backend converts from the PyTorch module; '{ctx.source.source}' is an ONNX "
                            "file. Pass the Hugging Face model folder instead (--model DIR).")
-    key = "-".join(map(str, buckets))
+    key = "-".join(f"{b}x{n}" if b > 1 else str(n) for b, n in shapes)
     path = _cache(ctx, key) / ("fp32_mulln.tflite" if mul_layernorm else "fp32.tflite")
     if path.is_file():
         return path, 0.0
     started = time.perf_counter()
     family = ctx.source.family
-    modules = [(SIGNATURE.format(seq), family.static_module(ctx.source, seq, mul_layernorm),
-                family.example_feeds(ctx.source.input_names, seq)) for seq in buckets]
+    modules, names = {}, ctx.source.input_names
+    for _, seq in shapes:  # one module per length: its batched signatures trace the same module
+        modules.setdefault(seq, family.static_module(ctx.source, seq, mul_layernorm))
+    signatures = [(signature_name(b, seq), modules[seq], family.example_feeds(names, seq, batch=b))
+                  for b, seq in shapes]
     partial = path.with_suffix(".partial")
-    convert_module(modules, partial)
+    convert_module(signatures, partial)
     name_fully_connected_outputs(partial)
     unique_tensor_names(partial)
     partial.rename(path)
     seconds = time.perf_counter() - started
-    log.info("litert-torch: FP32 TFLite, signatures [1, %s]%s in %.1fs", "|".join(map(str, buckets)),
+    log.info("litert-torch: FP32 TFLite, signatures %s%s in %.1fs", " ".join(f"[{b}, {n}]" for b, n in shapes),
              " (MUL LayerNorm)" if mul_layernorm else "", seconds)
     return path, seconds
 
@@ -139,7 +154,7 @@ def name_fully_connected_outputs(path: Path) -> int:
             own = [part for part in weight.split(";") if part and not part.isdigit()][-1]
             graph.tensors[op.outputs[0]].name = f"{own}/fc".encode()
             renamed += 1
-    flatbuffer_utils.write_model(model, str(path))
+    write_model(model, path)
     return renamed
 
 
@@ -201,9 +216,80 @@ def unique_tensor_names(path: Path) -> int:
                 renamed += 1
             taken.add(unique)
     if renamed:
-        flatbuffer_utils.write_model(model, str(path))
+        write_model(model, path)
         log.info("tflite: %d duplicate tensor name(s) made unique", renamed)
     return renamed
+
+
+def compact_model(path: Path) -> tuple[int, int]:
+    """Write the model again with every repeated vector and string stored once; (bytes before, bytes after).
+
+    Each signature's subgraph has its own tensor table, and each weight tensor there carries its own copy of the
+    quantization parameters: per-channel int8 weights hold a float scale and an int64 zero point per output channel
+    (MiniLM: 51 258 channels, 30 522 of them the word-embedding rows), 0.6 MB per subgraph, 2.5 MB of the 26 MB
+    dynamic bundle with four signatures; write_model stores equal vectors once. Tensor names are the other
+    per-subgraph cost (129 kB each in MiniLM: fused locations repeat 'transformers.models.bert.modeling_bert.' in
+    every component): each component keeps its class and attribute ('…/BertLayer_3/BertAttention_attention/…'),
+    which is what scopes, recipes and the op check match, without its Python package path, and the prefixes that
+    made names unique across subgraphs for litert-quantizer ('s2:', see unique_tensor_names) are dropped, so
+    names a signature shares with another are stored once. The interpreter reads the same model; weights and
+    numerics are unchanged.
+    """
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    before = path.stat().st_size
+    model = flatbuffer_utils.read_model(str(path))
+    for index, graph in enumerate(model.subgraphs):
+        prefix = f"s{index}:".encode()
+        names = [t.name if isinstance(t.name, bytes) else str(t.name).encode() for t in graph.tensors]
+        short = [_QUALIFIER.sub(b"", n[len(prefix):] if n.startswith(prefix) else n) for n in names]
+        if len(set(short)) != len(short):  # shortening merged two names: keep this subgraph's names as they were
+            continue
+        for tensor, name in zip(graph.tensors, short):
+            tensor.name = name
+    write_model(model, path)
+    return before, path.stat().st_size
+
+
+def write_model(model, path: Path) -> None:
+    """A flatbuffer_utils ModelT to `path`: vectors of equal content and equal strings written once (a flatbuffer may
+    point many tables at one), weight buffers inline and 16-byte aligned, written from numpy in one copy each.
+
+    flatbuffer_utils.write_model writes a buffer read from a file with out-of-line data (litert-quantizer's output)
+    byte by byte: 23 million Python calls, ~4 minutes for MiniLM here, against seconds for this.
+    """
+    import flatbuffers
+
+    class SharingBuilder(flatbuffers.Builder):
+        def __init__(self, size: int):
+            super().__init__(size)
+            self._vectors: dict[tuple, int] = {}
+            self._strings: dict[bytes, int] = {}
+
+        def CreateNumpyVector(self, x):  # noqa: N802 (flatbuffers' name)
+            key = (x.dtype.str, x.shape, x.tobytes())
+            if key not in self._vectors:
+                self.StartVector(x.itemsize, x.size, 16 if x.dtype == np.uint8 else x.dtype.alignment)
+                payload = x.astype(x.dtype.newbyteorder("<"), copy=False).tobytes()
+                self.head -= len(payload)
+                self.Bytes[self.head:self.head + len(payload)] = payload
+                self._vectors[key] = self.EndVector()
+            return self._vectors[key]
+
+        def CreateString(self, s, encoding="utf-8", errors="strict"):  # noqa: N802
+            key = s if isinstance(s, bytes) else s.encode(encoding, errors)
+            if key not in self._strings:
+                self._strings[key] = super().CreateString(s, encoding, errors)
+            return self._strings[key]
+
+    size = 1 << 20
+    for buffer in model.buffers:
+        if buffer.data is not None and not isinstance(buffer.data, np.ndarray):
+            buffer.data = np.frombuffer(bytes(buffer.data), dtype=np.uint8)
+        size += 0 if buffer.data is None else buffer.data.size + 16
+    builder = SharingBuilder(size)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(builder.Output())
 
 
 def float_op_rules(float_ops: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -233,15 +319,21 @@ def _apply_float_ops(q, float_ops: tuple[str, ...]) -> None:
 
 
 def dynamic_int8(fp32: Path, target: Path, escalate: list[dict], float_ops: tuple[str, ...]) -> dict:
+    """AEQ dynamic_wi8_afp32, with one int8 scale for each embedding table instead of one per row: a per-row
+    scale costs a float and an int64 zero point per vocabulary entry (MiniLM: 366 kB), and per tensor kept
+    held-out cosine vs FP32 at 0.99775 mean / 0.98537 min against 0.99796 / 0.98799 per row (300 texts, seq 32).
+    `--float-ops Gather` keeps the tables float if a model's fidelity needs it."""
     qtyping, quantizer, recipe, Algo = _aeq()
     q = quantizer.Quantizer(str(fp32), recipe.dynamic_wi8_afp32())
+    q.add_dynamic_config(regex=".*", operation_name=qtyping.TFLOperationName.EMBEDDING_LOOKUP, num_bits=8,
+                         granularity=qtyping.QuantGranularity.TENSORWISE)
     for item in escalate:  # dynamic mode: "higher precision" = float weights for that op
         if item["action"] == "float":
             q.update_quantization_recipe(regex=item["regex"], operation_name=qtyping.TFLOperationName(item["op"]),
                                          algorithm_key=Algo.NO_QUANTIZE)
     _apply_float_ops(q, float_ops)
     q.quantize().export_model(str(target), overwrite=True)
-    return {"tool": "litert-quantizer", "recipe": "dynamic_wi8_afp32",
+    return {"tool": "litert-quantizer", "recipe": "dynamic_wi8_afp32", "embedding_lookup": "int8 table, one scale",
             "kept_float": [i["onnx"] for i in escalate if i["action"] == "float"], "float_ops": list(float_ops)}
 
 
@@ -266,17 +358,19 @@ def _full_int_quantizer(fp32: Path, scopes, escalate: list[dict], float_ops: tup
     return q
 
 
-def full_integer(ctx: ConvertContext, fp32: Path, target: Path, buckets: tuple[int, ...], escalate: list[dict]
-                 ) -> dict:
+def full_integer(ctx: ConvertContext, fp32: Path, target: Path, shapes: tuple[tuple[int, int], ...],
+                 escalate: list[dict]) -> dict:
     family = ctx.source.family
     if ctx.calibration is None or len(ctx.calibration) == 0:
         raise QuantizationError("full-integer TFLite needs calibration data; none was built.")
     q = _full_int_quantizer(fp32, family.TFLITE_INT16_SCOPES, escalate, ctx.spec.float_ops)
-    # each signature is calibrated on the rows it would run: those that fit its length (all rows for the longest)
-    names, feeds = ctx.source.input_names, {}
-    for seq in buckets:
-        fitting = family.static_feeds(ctx.calibration, names, seq, ctx.spec.samples, fitting=seq != buckets[-1])
-        feeds[SIGNATURE.format(seq)] = fitting or family.static_feeds(ctx.calibration, names, seq, ctx.spec.samples)
+    # each signature is calibrated on the rows it would run: those that fit its length (all rows for the longest);
+    # a batched signature on the same rows stacked `batch` at a time (the last group topped up from the first rows)
+    names, feeds, longest = ctx.source.input_names, {}, max(n for _, n in shapes)
+    for batch, seq in shapes:
+        fitting = family.static_feeds(ctx.calibration, names, seq, ctx.spec.samples, fitting=seq != longest)
+        fitting = fitting or family.static_feeds(ctx.calibration, names, seq, ctx.spec.samples)
+        feeds[signature_name(batch, seq)] = fitting if batch == 1 else _stacked(fitting, batch)
     rows = [f for part in feeds.values() for f in part]
     digest = hashlib.sha256(b"".join(f[n].tobytes() for f in rows for n in sorted(f))).hexdigest()[:16]
     key = ("tflite-calibration", str(fp32), len(rows), digest)
@@ -292,11 +386,18 @@ def full_integer(ctx: ConvertContext, fp32: Path, target: Path, buckets: tuple[i
             "activations": f"int8 asymmetric per-tensor; int16 symmetric on: {family.DESCRIPTION['int16_ops']}",
             "weights": "int8 symmetric per-channel", "embedding_lookup": "int8 table, float rows (hybrid)",
             "layernorm": "rewritten with MUL (same math; AEQ has no int16 SQUARED_DIFFERENCE)",
-            "calibration": {"samples": len(rows), "method": "minmax", "status": how,
+            "calibration": {"samples": sum(len(next(iter(f.values()))) for f in rows), "method": "minmax",
+                            "status": how,
                             "rows_per_signature": {sig: len(part) for sig, part in feeds.items()}},
             "int16_fully_connected": [i["onnx"] for i in escalate if i["action"] == "int16"],
             "held_back_to_float": [i["onnx"] for i in escalate if i["action"] == "float"],
             "float_ops": list(ctx.spec.float_ops)}
+
+
+def _stacked(rows: list[dict[str, np.ndarray]], batch: int) -> list[dict[str, np.ndarray]]:
+    """[1, L] feeds as [batch, L] feeds: consecutive rows stacked, the last group topped up from the first rows."""
+    return [{n: np.concatenate([rows[(g + i) % len(rows)][n] for i in range(batch)]) for n in rows[0]}
+            for g in range(0, len(rows), batch)]
 
 
 # -- fallback mapping: ONNX MatMul names → TFLite FULLY_CONNECTED scopes ---------------------------------------
@@ -327,16 +428,27 @@ def map_keep_float(family, names: tuple[str, ...], scopes: dict[str, list[str]],
 
 
 # -- the backend entry point ----------------------------------------------------------------------------------
+def static_shapes(profile, max_length: int) -> tuple[tuple[int, int], ...]:
+    """The (batch, length) signatures to build: the profile's static shapes with lengths up to the model's
+    (none fitting: batch 1 at the model's length)."""
+    shapes = tuple(s for s in profile.shapes.static_shapes() if s[1] <= max_length)
+    dropped = [list(s) for s in profile.shapes.static_shapes() if s[1] > max_length]
+    if dropped:
+        log.info("tflite: shapes %s are longer than the model's %d tokens; not built", dropped, max_length)
+    return shapes or ((1, max_length),)
+
+
 def convert(ctx: ConvertContext) -> Artefact:
     if ctx.source.family.NAME != "text":
         return convert_fixed(ctx)
-    buckets = tuple(b for b in ctx.profile.shapes.static_lengths() if b <= ctx.source.max_length) or \
-        (ctx.source.max_length,)
+    shapes = static_shapes(ctx.profile, ctx.source.max_length)
+    buckets = tuple(sorted({n for _, n in shapes}))
+    batches = [[b, n] for b, n in shapes if b > 1]
     static = ctx.precision == "int8" and ctx.spec.mode == "static"
     family = ctx.source.family
-    fp32, seconds = fp32_tflite(ctx, buckets, mul_layernorm=static)
+    fp32, seconds = fp32_tflite(ctx, shapes, mul_layernorm=static)
     target = ctx.out_dir / "model.tflite"
-    decisions: dict = {"converter": "litert-torch", "signatures": {SIGNATURE.format(b): [1, b] for b in buckets},
+    decisions: dict = {"converter": "litert-torch", "signatures": {signature_name(b, n): [b, n] for b, n in shapes},
                        "family": family.NAME,
                        **{k: v for k, v in family.DESCRIPTION.items() if k != "int16_ops"},
                        "fp32_conversion_seconds": round(seconds, 1)}
@@ -356,7 +468,7 @@ def convert(ctx: ConvertContext) -> Artefact:
         elif ctx.precision == "int8" and ctx.spec.mode == "dynamic":
             decisions.update(dynamic_int8(fp32, target, escalate, ctx.spec.float_ops))
         elif static:
-            decisions.update(full_integer(ctx, fp32, target, buckets, escalate))
+            decisions.update(full_integer(ctx, fp32, target, shapes, escalate))
         else:
             raise QuantizationError(f"the tflite backend builds fp32, fp16, int8 (--quant-mode static or dynamic); "
                                     f"got {ctx.precision} with mode {ctx.spec.mode}.")
@@ -366,10 +478,15 @@ def convert(ctx: ConvertContext) -> Artefact:
         raise QuantizationError(f"litert-quantizer failed building the {ctx.precision} "
                                 f"{ctx.spec.mode if ctx.precision == 'int8' else ''} TFLite model: "
                                 f"{type(exc).__name__}: {str(exc)[:400]}") from exc
+    before, after = compact_model(target)
+    decisions["compacted_bytes"] = {"before": before, "after": after}
+    if batches:
+        decisions["batched_vs_batch_1"] = check_batched(target, family, ctx.source.input_names, shapes,
+                                                        BATCH_CHECK_COSINE["full_integer" if static else "float"])
     delegates = list(ctx.profile.device.delegates)
     op_check = check_ops(list_ops(target), delegates)
-    # Each signature is [1, L]; the session pads a batch to the smallest bucket that fits and runs its rows one by
-    # one, so the feeds the Runner validates are [batch, sequence] with sequence up to the largest bucket.
+    # Signatures are [B, L]; the session pads a batch to the smallest length that fits, runs its rows in the
+    # batched signatures of that length (and batch 1), so the Runner validates [batch, sequence] feeds.
     inputs = [{"name": n, "dtype": "int32", "shape": ["batch", "sequence"]} for n in ctx.source.input_names]
     out_shape = _output_shape(target, buckets[0])
     per_token = len(out_shape) == 3 and out_shape[1] == buckets[0]
@@ -377,7 +494,8 @@ def convert(ctx: ConvertContext) -> Artefact:
                 "shape": ["batch", *(["sequence"] if per_token else []), *out_shape[2 if per_token else 1:]]}]
     return Artefact(format="tflite", entry="model.tflite", files=["model.tflite"], inputs=inputs, outputs=outputs,
                     settings={"delegates": _preference(delegates, ctx.precision, static), "buckets": list(buckets),
-                              "per_token_output": per_token, "op_check": op_check},
+                              "batches": batches, "per_token_output": per_token, "op_check": op_check,
+                              "length_input": _length_input(family, ctx.source.input_names)},
                     decisions=decisions, runtime_requirements=[LITERT_REQUIREMENT],
                     tokenizer={"static_length": None, "max_length": buckets[-1]})
 
@@ -483,6 +601,46 @@ def _by_name(module, names: list[str]):
     return ByName().eval()
 
 
+def check_batched(path: Path, family, input_names: list[str], shapes: tuple[tuple[int, int], ...],
+                  bar: float) -> dict:
+    """Every batched signature against batch 1 of its length, row by row, on rows of every length (the family's
+    varied_feeds): the same weights and math, so the outputs must agree (cosine >= `bar` per row).
+
+    Export's fidelity and golden I/O are measured per length through the session, which runs rows in the batched
+    signatures only when a batch fills them; this check covers every batched signature on every build, and a
+    conversion that broadcasts the mask or the positions wrongly over the batch stops the export here.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    found = {}
+    for batch, seq in (s for s in shapes if s[0] > 1):
+        feeds = family.varied_feeds(input_names, seq, batch)
+        single, batched = (interpreter.get_signature_runner(signature_name(b, seq)) for b in (1, batch))
+        kinds = {n: d["dtype"] for n, d in batched.get_input_details().items()}
+        together = next(iter(batched(**{n: feeds[n].astype(kinds[n]) for n in kinds}).values()))
+        alone = np.concatenate([next(iter(single(**{n: feeds[n][r:r + 1].astype(kinds[n]) for n in kinds}).values()))
+                                for r in range(batch)])
+        a, b = together.reshape(batch, -1).astype(np.float64), alone.reshape(batch, -1).astype(np.float64)
+        cosine = (a * b).sum(1) / np.clip(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12, None)
+        name = signature_name(batch, seq)
+        found[name] = {"rows": batch, "cosine_min": round(float(cosine.min()), 6),
+                       "max_abs_diff": float(np.abs(a - b).max()), "bar": bar}
+        if cosine.min() < bar:
+            raise EdgeSDKError(f"the batched TFLite signature {name} [{batch}, {seq}] disagrees with "
+                               f"{SIGNATURE.format(seq)} on the same rows (cosine {cosine.min():.6f} < "
+                               f"{bar}): the conversion does not batch this model correctly. Remove "
+                               f"[{batch}, {seq}] from the profile's shapes.batch_shapes (batch 1 at every length "
+                               "stays).")
+    return found
+
+
+def _length_input(family, input_names: list[str]) -> str | None:
+    """The family's mask input that gives each row's length, if this model takes it (else rows run at full length)."""
+    name = getattr(family, "LENGTH_INPUT", None)
+    return name if name in input_names else None
+
+
 def _output_shape(path: Path, seq: int) -> list[int]:
     from ai_edge_litert.interpreter import Interpreter
 
@@ -502,7 +660,7 @@ BACKEND = Backend(
     name="tflite", convert=convert, device=TFLiteDevice, precisions=("fp32", "fp16", "int8"), extra="android",
     requires=("litert_torch", "litert_quantizer", "ai_edge_litert"),
     tools=("litert-torch", "ai-edge-litert", "litert-quantizer", "torch"), shape_policies=("static",),
-    from_torch=True,
+    batch_shapes=True, from_torch=True,
     spec={"mode": ("static", "dynamic"), "calibration_method": ("minmax",), "weight_granularity": ("per_channel",),
           "weight_symmetric": (True,), "activation_symmetric": (False,), "smooth_quant": (False,),
           "float_ops": ("*",)},

@@ -6,8 +6,8 @@ What converters need from this family and nothing else knows:
   With a BERT classification head the pooler + classifier are rebuilt on the same wrapper; other HF models run
   through a generic wrapper with their own mask handling. `mul_layernorm` rewrites LayerNorm's variance with MUL
   (same math) because litert-quantizer has no int16 SQUARED_DIFFERENCE kernel.
-- `example_feeds(seq)` and `static_feeds(batch, seq)`: a real-looking token row, and calibration rows padded or
-  truncated to int32 [1, seq].
+- `example_feeds(seq, batch)`, `varied_feeds(seq, batch)` and `static_feeds(batch, seq)`: real-looking token rows
+  (all alike, or of every length), and calibration rows padded or truncated to int32 [1, seq].
 - `TFLITE_INT16_SCOPES`: for BERT-like module names, the tensor-name scopes that full-integer TFLite keeps at int16
   activations (recipe "mix_v4": LayerNorm, residual and embedding ADDs, the attention block, GELU and the FFN
   down-projection), and `tflite_scope(onnx_node)`, which maps an ONNX MatMul of layer N onto the TFLite
@@ -24,6 +24,7 @@ import numpy as np
 
 NAME = "text"
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+LENGTH_INPUT = "attention_mask"  # a row's tokens: a static-shape runtime runs a row in the length that holds them
 MASK_VALUE = -100.0  # finite: softmax weight e^-100 ≈ 0, and the mask ADD's range stays ≈ [-110, 10]
 EXAMPLE_IDS = (101, 7592, 2088, 102)  # [CLS] hello world [SEP] in the BERT uncased vocabulary
 
@@ -120,14 +121,27 @@ def static_module(source, seq: int, mul_layernorm: bool):
     return (EncoderWrapper(model, seq) if bert_like else GenericWrapper(model, output)).eval()
 
 
-def example_feeds(input_names: list[str], seq: int) -> dict[str, Any]:
-    """One int32 [1, seq] row per input: '[CLS] hello world [SEP]' then padding (torch tensors)."""
+def example_feeds(input_names: list[str], seq: int, batch: int = 1) -> dict[str, Any]:
+    """int32 [batch, seq] per input, every row '[CLS] hello world [SEP]' then padding (torch tensors)."""
     import torch
 
-    ids = torch.zeros(1, seq, dtype=torch.int32)
-    ids[0, :4] = torch.tensor(EXAMPLE_IDS, dtype=torch.int32)[: min(4, seq)]
+    ids = torch.zeros(batch, seq, dtype=torch.int32)
+    ids[:, :4] = torch.tensor(EXAMPLE_IDS, dtype=torch.int32)[: min(4, seq)]
     mask = (ids != 0).to(torch.int32)
-    return {name: {"input_ids": ids, "attention_mask": mask}.get(name, torch.zeros(1, seq, dtype=torch.int32))
+    return {name: {"input_ids": ids, "attention_mask": mask}.get(name, torch.zeros(batch, seq, dtype=torch.int32))
+            for name in input_names}
+
+
+def varied_feeds(input_names: list[str], seq: int, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """int32 [batch, seq] rows of different lengths (1 to seq tokens, '[CLS] ... [SEP]', ids from the common
+    part of the BERT vocabulary), to compare signatures of one length with each other row by row."""
+    rng = np.random.default_rng(seed)
+    ids, mask = np.zeros((batch, seq), np.int32), np.zeros((batch, seq), np.int32)
+    for r, n in enumerate(np.linspace(1, seq, batch).round().astype(int)):
+        ids[r, :n] = rng.integers(1000, 8000, n)
+        ids[r, 0], ids[r, n - 1] = EXAMPLE_IDS[0], EXAMPLE_IDS[-1]
+        mask[r, :n] = 1
+    return {name: {"input_ids": ids, "attention_mask": mask}.get(name, np.zeros((batch, seq), np.int32))
             for name in input_names}
 
 

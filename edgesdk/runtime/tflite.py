@@ -1,10 +1,16 @@
-"""LiteRT / TFLite session for Android bundles (model.tflite: one static [1, L] int32 signature 'seq_L' per bucket).
+"""LiteRT / TFLite session for Android bundles (model.tflite: a static [1, L] int32 signature 'seq_L' per bucket L,
+and a static [B, L] signature 'bB_seq_L' per batched shape of target.settings.batches).
 
-Imports only numpy and the LiteRT interpreter (ai_edge_litert, else tflite_runtime). infer() takes [batch, S]
-feeds, picks the smallest bucket L >= S, pads the sequence to L (mask 0, so the real tokens' outputs are the
-same), runs the rows one by one (each signature is batch 1) and cuts per-token outputs back to S. One interpreter per thread (a TFLite
-interpreter is not thread-safe). Delegates come from the manifest's preference (target.delegates, e.g.
-["nnapi", "gpu", "xnnpack"]) or EDGESDK_TFLITE_DELEGATES (comma list; "name=/path/lib.so" names a library);
+Imports only numpy and the LiteRT interpreter (ai_edge_litert, else tflite_runtime). infer() takes [rows, S]
+feeds and sends each row to the smallest bucket L that holds its own tokens (the length input's mask, e.g.
+attention_mask: a batch padded to its longest text does not make its short rows pay for that length; feeds padded
+to exactly a bucket's length run all in that bucket, which is how export measures each length), pads the
+sequence to L (mask 0, so the real tokens' outputs are the same), runs each bucket's rows in its signatures
+(`row_plan`: the biggest batch the rows fill, the tail in the smallest that holds it once at least half full,
+padded with empty rows, else smaller ones down to batch 1) and gives per-token outputs back at S (zeros past a
+row's bucket, where its mask is 0). One interpreter per thread (a TFLite interpreter is not thread-safe).
+Delegates come from the manifest's preference (target.delegates, e.g. ["nnapi", "gpu", "xnnpack"]) or
+EDGESDK_TFLITE_DELEGATES (comma list; "name=/path/lib.so" names a library);
 each is loaded by name when this platform has it, else logged and skipped; XNNPACK (the interpreter's default
 CPU delegate) is the last resort. A .tflite the interpreter cannot read is refused at load with a BundleError.
 """
@@ -37,10 +43,33 @@ CPU_DELEGATES = ("xnnpack", "cpu")
 INSTALL = "pip install 'edgesdk[tflite]' (or ai-edge-litert / tflite-runtime)"
 
 
+def signature_name(batch: int, length: int) -> str:
+    """The signature of static shape [batch, length]: 'seq_L' at batch 1 (every bundle has one per bucket)."""
+    return f"seq_{length}" if batch == 1 else f"b{batch}_seq_{length}"
+
+
+def row_plan(rows: int, sizes: tuple[int, ...]) -> list[int]:
+    """The batch sizes (from `sizes`, which hold 1) that run `rows` rows: the biggest the rows fill, repeatedly;
+    the tail goes into the smallest size that holds it when it fills at least half of it (an empty row costs what
+    a real one does, and a batched signature costs less per row), else into smaller sizes."""
+    plan, sizes = [], sorted(set(sizes), reverse=True)
+    while rows > 0:
+        holds = min((b for b in sizes if b >= rows), default=None)
+        if holds is not None and 2 * rows >= holds:
+            return plan + [holds]
+        fill = next(b for b in sizes if b <= rows)
+        plan.append(fill)
+        rows -= fill
+    return plan
+
+
 @dataclass(frozen=True)
 class TFLiteSettings:
     buckets: tuple[int, ...] = field(metadata=check(min=1, max=1 << 20))  # text: signature seq_L per L
+    # batched signatures bB_seq_L as [B, L] pairs (L one of the buckets); () = batch 1 only (bundles before them)
+    batches: tuple[tuple[int, int], ...] = ()
     per_token_output: bool = True  # outputs [1, L, H] (cut back to the batch's length) or [1, C]
+    length_input: str | None = None  # the 0/1 mask input that gives each row's length (None: every row is S long)
     delegates: tuple[str, ...] = field(default=("xnnpack",), metadata=check(
         choices=(*DELEGATE_LIBRARIES, *CPU_DELEGATES)))
     op_check: JSON | None = None  # what NNAPI / the GPU delegate take of the ops (display only)
@@ -51,6 +80,14 @@ class TFLiteSettings:
             raise ValueError(f"'buckets' must be increasing without repeats, got {list(self.buckets)}")
         if bool(self.buckets) == bool(self.signature):
             raise ValueError("a tflite bundle has either sequence 'buckets' (text) or one 'signature' (image, tensor)")
+        bad = [list(s) for s in self.batches if s[0] < 2 or s[1] not in self.buckets]
+        if bad or len(set(self.batches)) != len(self.batches):
+            raise ValueError(f"'batches' must be distinct [batch >= 2, length among the buckets {list(self.buckets)}] "
+                             f"pairs, got {[list(s) for s in self.batches]}")
+
+    def sizes(self, length: int) -> tuple[int, ...]:
+        """The batch sizes with a signature at bucket `length` (1 always)."""
+        return (1, *sorted(b for b, n in self.batches if n == length))
 
 
 def interpreter_module():
@@ -96,6 +133,7 @@ class TFLiteSession:
         self._model = bundle.artefact.read_bytes()
         self._path = bundle.artefact
         self._threads = threads
+        self._settings: TFLiteSettings = bundle.settings
         self._buckets: tuple[int, ...] = bundle.settings.buckets
         self._per_token = bundle.settings.per_token_output
         self._signature = bundle.settings.signature
@@ -126,13 +164,15 @@ class TFLiteSession:
         try:
             interpreter = self._module.Interpreter(model_content=self._model, num_threads=self._threads,
                                                    experimental_delegates=delegates)
-            runners = {b: interpreter.get_signature_runner(f"seq_{b}") for b in self._buckets}
+            runners = {(b, n): interpreter.get_signature_runner(signature_name(b, n))
+                       for n in self._buckets for b in self._settings.sizes(n)}
             if self._signature:
                 runners = {None: interpreter.get_signature_runner(self._signature)}
         except (ValueError, RuntimeError) as exc:
             raise BundleError(f"LiteRT cannot load {self._path}: {str(exc).strip()[:300]}. The .tflite is damaged, "
                               "not a TFLite model or lacks a bucket's signature; re-export the bundle.") from exc
         self._local.runners = runners
+        self._local.details = {k: (r.get_input_details(), r.get_output_details()) for k, r in runners.items()}
         self._local.interpreter = interpreter
         return interpreter
 
@@ -140,35 +180,63 @@ class TFLiteSession:
         """The smallest bucket that holds `length` tokens (the Runner caps lengths at the largest)."""
         return next((b for b in self._buckets if b >= length), self._buckets[-1])
 
+    def row_buckets(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Each row's bucket: the smallest that holds its tokens (its last mask 1), at most the batch's; every row
+        in the feeds' own length when that is a bucket (the caller padded to it on purpose: export's per-length
+        fidelity and golden I/O, a benchmark of one signature)."""
+        rows, length = next(iter(feeds.values())).shape[:2]
+        mask = feeds.get(self._settings.length_input) if self._settings.length_input else None
+        if mask is None or length in self._buckets:
+            return np.full(rows, self.bucket_for(length))
+        nonzero = np.asarray(mask) != 0
+        tokens = np.where(nonzero.any(1), length - np.argmax(nonzero[:, ::-1], axis=1), 1)
+        return np.array([self.bucket_for(int(n)) for n in tokens])
+
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self._interpreter()
         if self._signature:  # one static [1, ...] signature: the batch runs row by row
             runner = self._local.runners[None]
-            inputs, details = runner.get_input_details(), runner.get_output_details()
+            inputs, details = self._local.details[None]
             rows = len(next(iter(feeds.values())))
             parts = [runner(**{n: np.ascontiguousarray(feeds[n][r:r + 1], dtype=inputs[n]["dtype"]) for n in inputs})
                      for r in range(rows)]
             return {name: np.concatenate([_dequantize(p[key], detail) for p in parts])
                     for name, (key, detail) in zip(self._output_names, details.items())}
-        length = next(iter(feeds.values())).shape[1]
-        bucket = self.bucket_for(length)
-        runner = self._local.runners[bucket]
-        inputs = runner.get_input_details()
-        details = runner.get_output_details()
-        rows = len(next(iter(feeds.values())))
-        padded = {name: np.pad(np.asarray(feeds[name])[:, :bucket], ((0, 0), (0, max(0, bucket - length))))
-                  for name in inputs}
-        results: list[list[np.ndarray]] = [[] for _ in details]
-        for r in range(rows):
-            out = runner(**{name: np.ascontiguousarray(padded[name][r:r + 1], dtype=inputs[name]["dtype"])
-                            for name in inputs})
-            for i, (key, detail) in enumerate(details.items()):
-                value = _dequantize(out[key], detail)
-                results[i].append(value[:, :length] if self._per_token and value.ndim == 3 else value)
-        return {name: np.concatenate(parts) for name, parts in zip(self._output_names, results)}
+        rows, length = next(iter(feeds.values())).shape[:2]
+        buckets = self.row_buckets(feeds)
+        results: list[np.ndarray | None] = [None] * len(self._output_names)
+        for bucket in np.unique(buckets):
+            chosen = np.flatnonzero(buckets == bucket)
+            start = 0
+            for batch in row_plan(len(chosen), self._settings.sizes(int(bucket))):
+                runner = self._local.runners[(batch, int(bucket))]
+                inputs, details = self._local.details[(batch, int(bucket))]
+                part = chosen[start:start + batch]  # a tail's empty rows (ids 0, mask 0) are cut off again
+                out = runner(**{name: _padded(feeds[name], part, batch, int(bucket), inputs[name]["dtype"])
+                                for name in inputs})
+                for i, (key, detail) in enumerate(details.items()):
+                    value = _dequantize(out[key], detail)[:len(part)]
+                    if results[i] is None:
+                        shape = (rows, length, *value.shape[2:]) if self._per_token and value.ndim == 3 else \
+                            (rows, *value.shape[1:])
+                        results[i] = np.zeros(shape, dtype=np.float32)
+                    if self._per_token and value.ndim == 3:
+                        results[i][part, :min(length, value.shape[1])] = value[:, :length]
+                    else:
+                        results[i][part] = value
+                start += batch
+        return dict(zip(self._output_names, results))
 
     def close(self) -> None:
         self._local = threading.local()
+
+
+def _padded(feed: np.ndarray, rows: np.ndarray, batch: int, bucket: int, dtype) -> np.ndarray:
+    """Those rows of a [rows, S] feed as a [batch, bucket] array: zeros after the tokens and after the rows."""
+    out = np.zeros((batch, bucket), dtype=dtype)
+    part = np.asarray(feed)[rows, :bucket]
+    out[:len(rows), :part.shape[1]] = part
+    return out
 
 
 def _dequantize(value: np.ndarray, detail: dict) -> np.ndarray:
@@ -186,8 +254,9 @@ def open_session(bundle: Bundle, threads: int | None) -> TFLiteSession:
 
 def _describe(bundle: Bundle) -> list[tuple[str, str]]:
     s: TFLiteSettings = bundle.settings
-    lines = [("tflite", f"signatures {', '.join(f'seq_{b} [1, {b}]' for b in s.buckets)}; delegates "
-                        f"{', '.join(s.delegates)}")]
+    shapes = sorted((b, n) for n in s.buckets for b in s.sizes(n))
+    lines = [("tflite", f"signatures {', '.join(f'{signature_name(b, n)} [{b}, {n}]' for b, n in shapes)}; "
+                        f"delegates {', '.join(s.delegates)}")]
     if isinstance(s.op_check, dict):
         lines.append(("op check", str(s.op_check.get("verdict", ""))))
         lines += [("", str(line)) for line in s.op_check.get("details", []) or []]
