@@ -31,12 +31,13 @@ from .frontends import SourceModel, SourceOptions, load_source
 from .graph import PASSES, optimize
 from .profiles import TargetProfile, load_profile
 from .quant import CalibrationSet, QuantOverrides, QuantSpec, TextSet
+from .quant.spec import QUANT_MODES as QUANT_MODES_ALL
 from .quant.fallback import FallbackResult, run_with_fallback
 from .runtime import manifest as mf
 from .runtime.manifest import open_bundle, sha256_file
 from .runtime.runner import Runner
 from .runtime.schema import decode, encode
-from .runtime.text import pool
+from .runtime.text import output_vectors
 
 log = logging.getLogger("edgesdk")
 FP32_COSINE_FLOOR = 0.9999
@@ -74,6 +75,7 @@ class BundleSummary:
     kept_in_float: list[dict[str, Any]]
     seconds: float
     evaluation: dict[str, Any] | None = None
+    mode_choice: dict[str, Any] | None = None  # INT8 modes built and timed on a CPU without int8 dot product
 
 
 @dataclass
@@ -227,9 +229,7 @@ def _eval_set(path: str, source: SourceModel) -> LabelledSet:
 
 def _pool(source: SourceModel, feeds: dict[str, np.ndarray], raw: np.ndarray) -> np.ndarray:
     """The vectors fidelity compares, as the runner makes them (Runner.postprocess)."""
-    if source.family.NAME == "text":
-        return pool(raw, feeds["attention_mask"], source.pooling, source.normalize)
-    return pool(np.asarray(raw).reshape(len(raw), -1), None, source.pooling, source.normalize)
+    return output_vectors(source.family.NAME, feeds, raw, source.pooling, source.normalize)
 
 
 def _ensure_calibration(options: ExportOptions, shared: _Shared) -> CalibrationSet:
@@ -257,7 +257,7 @@ def _export_one(options: ExportOptions, shared: _Shared, profile: TargetProfile,
     memory = _memory_plan(profile, shared)
     measured: dict[str, Fidelity] = {}  # artefact sha256 → fidelity: a retry that changed nothing is not re-run
 
-    def build(keep_float: tuple[str, ...]) -> tuple[_Staged, Artefact, Fidelity]:
+    def build(keep_float: tuple[str, ...], spec: QuantSpec | None = spec) -> tuple[_Staged, Artefact, Fidelity]:
         staging = staging_dir(final)
         runner = None
         try:
@@ -289,8 +289,9 @@ def _export_one(options: ExportOptions, shared: _Shared, profile: TargetProfile,
             raise EdgeSDKError(f"{name}: the {precision} artefact differs from the PyTorch reference (cosine min "
                                f"{fid.cosine_min:.6f} < {FP32_COSINE_FLOOR}); the conversion is wrong, not lossy.")
     else:
-        outcome = run_with_fallback(build, profile, lambda: _rank(_ensure_calibration(options, shared), shared, spec),
-                                    lambda staged: staged.discard())
+        outcome, choice = _choose_mode(options, shared, profile, spec, build)
+        if choice:
+            outcome.artefact.decisions["mode_choice"] = choice
     staged: _Staged = outcome.staging
     try:
         golden = _write_golden(staged, shared)
@@ -300,7 +301,8 @@ def _export_one(options: ExportOptions, shared: _Shared, profile: TargetProfile,
             staged.manifest, golden=golden, evaluation=evaluation,
             fidelity=decode(mf.FidelityInfo, dict(outcome.fidelity.to_dict(), budget=_budget(profile),
                                                   attempts=outcome.attempts), EdgeSDKError, "fidelity"),
-            quantization=replace(staged.manifest.quantization, kept_in_float=tuple(
+            quantization=replace(staged.manifest.quantization, decisions=outcome.artefact.decisions,
+                                 kept_in_float=tuple(
                 mf.KeptLayer(k["node"], int(k["rank"]), float(k["added_error"]), str(k["reason"]))
                 for k in outcome.kept_in_float)))
         _write_report(staged.path, shared, outcome, time.perf_counter() - started)
@@ -311,7 +313,77 @@ def _export_one(options: ExportOptions, shared: _Shared, profile: TargetProfile,
     size = sum((final / f).stat().st_size for f in outcome.artefact.files)
     return BundleSummary(str(final), profile.name, profile.backend, precision, size, outcome.fidelity.to_dict(),
                          outcome.kept_in_float, round(time.perf_counter() - started, 1),
-                         encode(manifest.evaluation) if manifest.evaluation is not None else None)
+                         encode(manifest.evaluation) if manifest.evaluation is not None else None,
+                         outcome.artefact.decisions.get("mode_choice"))
+
+
+def _choose_mode(options: ExportOptions, shared: _Shared, profile: TargetProfile, spec: QuantSpec, build
+                 ) -> tuple[FallbackResult, dict[str, Any] | None]:
+    """The INT8 build: the profile's mode through the fallback loop; on a CPU without int8 dot-product instructions
+    also the profile's `without_int8_dot` modes, timed side by side in their runtime, keeping the fastest that meets
+    the fidelity budget. An explicit --quant-mode is never second-guessed."""
+    from functools import partial
+
+    from .errors import FidelityError
+    from .runtime.bench import cpu_features
+
+    candidates = [spec]
+    cpu = cpu_features()
+    if options.quant.mode is None and profile.quant.without_int8_dot and not cpu["int8_dot_product"]:
+        allowed = backend(profile.backend).spec.get("mode", QUANT_MODES_ALL)
+        candidates += [replace(spec, mode=m) for m in profile.quant.without_int8_dot if m != spec.mode and m in allowed]
+    built, failed = [], []
+    for candidate in candidates:
+        try:
+            built.append((candidate, run_with_fallback(
+                partial(build, spec=candidate), profile,
+                lambda c=candidate: _rank(_ensure_calibration(options, shared), shared, c),
+                lambda staged: staged.discard())))
+        except FidelityError as exc:
+            if len(candidates) == 1:
+                raise
+            failed.append({"mode": candidate.mode, "failed": str(exc)[:300]})
+            log.info("  mode %s missed the budget: %s", candidate.mode, exc)
+    if not built:
+        raise FidelityError(f"target '{profile.name}': no INT8 mode met the fidelity budget ("
+                            + "; ".join(f"{f['mode']}: {f['failed']}" for f in failed) + ")")
+    if len(candidates) == 1:
+        return built[0][1], None
+    p50 = _time_side_by_side([outcome.staging.runner for _, outcome in built], shared)
+    best = min(range(len(built)), key=lambda i: p50[i])
+    for i, (_, outcome) in enumerate(built):
+        if i != best:
+            outcome.staging.discard()
+    chosen = built[best][0].mode
+    rows = [{"mode": c.mode, "p50_ms": round(t, 3), "fidelity": o.fidelity.describe()}
+            for (c, o), t in zip(built, p50)]
+    why = (f"{cpu['model']} has no int8 dot-product instructions (VNNI/AMX/dotprod), so static int8 may be no faster "
+           f"than fp32: {', '.join(c.mode for c in candidates)} were built and timed here (batch 1, interleaved); "
+           f"{chosen} was fastest within the budget")
+    log.info("  mode choice: %s (%s)", chosen, ", ".join(f"{r['mode']} {r['p50_ms']} ms" for r in rows))
+    return built[best][1], {"chosen": chosen, "candidates": rows + failed, "why": why,
+                            "measured_on": cpu["model"], "note": "timed on the export machine: pass --quant-mode "
+                            "when the device's CPU differs"}
+
+
+def _time_side_by_side(runners: list[Runner], shared: _Shared, rounds: int = 20) -> list[float]:
+    """p50 ms of each runner on the same batch-1 feed (the bench text at 128 tokens, or the family's first golden
+    item), round-robin so drift hits all alike."""
+    from .runtime.bench import feeds_for
+
+    feeds = []
+    for runner in runners:
+        tok = runner.manifest.tokenizer
+        feeds.append(feeds_for(runner, 1, min(128, tok.max_length)) if tok else
+                     shared.inputs.encode(shared.inputs.golden[:1]))
+    samples: list[list[float]] = [[] for _ in runners]
+    for r in range(rounds + 3):
+        for i, runner in enumerate(runners):
+            start = time.perf_counter()
+            runner.run(feeds[i])
+            if r >= 3:
+                samples[i].append((time.perf_counter() - start) * 1000)
+    return [float(np.median(s)) for s in samples]
 
 
 @dataclass

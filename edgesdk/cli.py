@@ -208,6 +208,12 @@ def _summary_table(rows) -> str:
         lines.append(f"fidelity: {compared} vs {first.fidelity['reference']} {where}, "
                      "run in each bundle's own runtime" +
                      (f"; acc %: accuracy on {first.evaluation['data']}" if acc and first.evaluation else ""))
+    for _, b in rows:
+        choice = getattr(b, "mode_choice", None)
+        if choice:
+            timed = ", ".join(f"{c['mode']} {c['p50_ms']} ms" if "p50_ms" in c else f"{c['mode']} missed the budget"
+                              for c in choice["candidates"])
+            lines.append(f"{Path(b.path).name}: int8 mode {choice['chosen']} ({timed}): {choice['why']}")
     return "\n".join(lines)
 
 

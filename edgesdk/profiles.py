@@ -46,6 +46,9 @@ class QuantDefaults:
     samples: int = field(default=300, metadata=check(min=1, max=100_000))
     float_ops: tuple[str, ...] = field(default=(), metadata=check(pattern=r".+"))  # op types or name regexes
     smooth_quant: bool = True  # SmoothQuant migrates activation outliers into the weights (transformers)
+    # modes also built, timed and compared on a CPU without int8 dot-product instructions (no VNNI/AMX/dotprod),
+    # where static int8 may be no faster than fp32: the fastest that meets the fidelity budget is kept
+    without_int8_dot: tuple[str, ...] = field(default=(), metadata=check(choices=QUANT_MODES))
 
 
 @dataclass(frozen=True)

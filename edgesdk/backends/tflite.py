@@ -46,6 +46,7 @@ from .tflite_ops import check_ops, list_ops, unsupported_op_name
 log = logging.getLogger("edgesdk")
 LITERT_REQUIREMENT = "ai-edge-litert==2.3.0"
 SIGNATURE = "seq_{}"  # the signature of sequence bucket L
+FIXED_SIGNATURE = "main"  # image and tensor models: their one static signature
 DELEGATES = ("nnapi", "gpu", "xnnpack", "hexagon")
 # ONNX op types a user may name in float_ops, and the TFLite ops they become
 ONNX_TO_TFLITE = {"Softmax": ("SOFTMAX",), "MatMul": ("FULLY_CONNECTED", "BATCH_MATMUL"), "Gemm": ("FULLY_CONNECTED",),
@@ -327,6 +328,8 @@ def map_keep_float(family, names: tuple[str, ...], scopes: dict[str, list[str]],
 
 # -- the backend entry point ----------------------------------------------------------------------------------
 def convert(ctx: ConvertContext) -> Artefact:
+    if ctx.source.family.NAME != "text":
+        return convert_fixed(ctx)
     buckets = tuple(b for b in ctx.profile.shapes.static_lengths() if b <= ctx.source.max_length) or \
         (ctx.source.max_length,)
     static = ctx.precision == "int8" and ctx.spec.mode == "static"
@@ -379,6 +382,107 @@ def convert(ctx: ConvertContext) -> Artefact:
                     tokenizer={"static_length": None, "max_length": buckets[-1]})
 
 
+def convert_fixed(ctx: ConvertContext) -> Artefact:
+    """Image and tensor models: one static signature at batch 1 (their inputs have no sequence axis; the session
+    runs a batch row by row). Full integer is plain int8 (a CNN has none of BERT's int16-sensitive ops); the
+    fallback loop's layer names are not mapped onto TFLite ops for these families yet."""
+    torch = require("torch", "export")
+    if ctx.source.torch_module is None:
+        raise EdgeSDKError(f"the tflite backend converts from the PyTorch module; '{ctx.source.source}' is an ONNX "
+                           "file, and no converter in this environment turns ONNX into TFLite (onnx2tf needs its own "
+                           "TensorFlow). Export the model from its torch source (--model file.py:factory).")
+    specs = ctx.source.inputs
+    fp32 = _cache(ctx, "fixed") / "fp32.tflite"
+    started, seconds = time.perf_counter(), 0.0
+    if not fp32.is_file():
+        feeds = {s["name"]: _example_tensor(torch, s) for s in specs}
+        partial = fp32.with_suffix(".partial")
+        convert_module([(FIXED_SIGNATURE, _by_name(ctx.source.torch_module, list(feeds)), feeds)], partial)
+        unique_tensor_names(partial)
+        partial.rename(fp32)
+        seconds = time.perf_counter() - started
+        log.info("litert-torch: FP32 TFLite, signature %s %s in %.1fs", FIXED_SIGNATURE,
+                 [s["shape"] for s in specs], seconds)
+    static = ctx.precision == "int8" and ctx.spec.mode == "static"
+    target = ctx.out_dir / "model.tflite"
+    decisions: dict = {"converter": "litert-torch", "signatures": {FIXED_SIGNATURE: [s["shape"] for s in specs]},
+                       "family": ctx.source.family.NAME, "fp32_conversion_seconds": round(seconds, 1)}
+    if ctx.keep_float:
+        decisions["fallback_mapping"] = {"mapped": [], "skipped": [{"onnx": n, "why": "not mapped for "
+                                                                     f"{ctx.source.family.NAME} models"}
+                                                                    for n in ctx.keep_float]}
+    try:
+        if ctx.precision == "fp32":
+            shutil.copyfile(fp32, target)
+        elif ctx.precision == "fp16":
+            decisions.update(fp16_weights(fp32, target))
+        elif ctx.precision == "int8" and ctx.spec.mode == "dynamic":
+            decisions.update(dynamic_int8(fp32, target, [], ctx.spec.float_ops))
+        elif static:
+            decisions.update(_full_integer_fixed(ctx, fp32, target))
+        else:
+            raise QuantizationError(f"the tflite backend builds fp32, fp16, int8 (--quant-mode static or dynamic); "
+                                    f"got {ctx.precision} with mode {ctx.spec.mode}.")
+    except EdgeSDKError:
+        raise
+    except Exception as exc:  # litert-quantizer raises ValueError / RuntimeError with the cause in the text
+        raise QuantizationError(f"litert-quantizer failed building the {ctx.precision} TFLite model: "
+                                f"{type(exc).__name__}: {str(exc)[:400]}") from exc
+    delegates = list(ctx.profile.device.delegates)
+    from ai_edge_litert.interpreter import Interpreter
+
+    details = Interpreter(model_path=str(target)).get_signature_runner(FIXED_SIGNATURE).get_output_details()
+    out_shape = [int(d) for d in next(iter(details.values()))["shape"]]
+    inputs = [{"name": s["name"], "dtype": s["dtype"], "shape": ["batch", *s["shape"][1:]]} for s in specs]
+    outputs = [{"name": ctx.source.output_name, "dtype": "float32", "shape": ["batch", *out_shape[1:]]}]
+    return Artefact(format="tflite", entry="model.tflite", files=["model.tflite"], inputs=inputs, outputs=outputs,
+                    settings={"delegates": _preference(delegates, ctx.precision, static), "buckets": [],
+                              "signature": FIXED_SIGNATURE, "per_token_output": False,
+                              "op_check": check_ops(list_ops(target), delegates)},
+                    decisions=decisions, runtime_requirements=[LITERT_REQUIREMENT])
+
+
+def _full_integer_fixed(ctx: ConvertContext, fp32: Path, target: Path) -> dict:
+    if ctx.calibration is None or len(ctx.calibration) == 0:
+        raise QuantizationError("full-integer TFLite needs calibration data; none was built.")
+    q = _full_int_quantizer(fp32, (), [], ctx.spec.float_ops)
+    rows = [{k: np.ascontiguousarray(v[:1]) for k, v in batch.items()} for batch in ctx.calibration]
+    key = ("tflite-calibration", str(fp32), len(rows))
+    started = time.perf_counter()
+    if key in ctx.cache:
+        result, how = ctx.cache[key], "reused (cached in this export)"
+    else:
+        result = ctx.cache[key] = q.calibrate({FIXED_SIGNATURE: rows}, num_threads=1)
+        how = f"calibrated in {time.perf_counter() - started:.1f}s"
+    q.quantize(result).export_model(str(target), overwrite=True)
+    return {"tool": "litert-quantizer", "recipe": "full-integer int8", "activations": "int8 asymmetric per-tensor",
+            "weights": "int8 symmetric per-channel",
+            "calibration": {"samples": len(rows), "method": "minmax", "status": how},
+            "float_ops": list(ctx.spec.float_ops)}
+
+
+def _example_tensor(torch, spec: dict):
+    if spec["dtype"].startswith("float"):
+        return torch.randn(*spec["shape"], generator=torch.Generator().manual_seed(0)).to(getattr(torch, spec["dtype"]))
+    return torch.zeros(*spec["shape"], dtype=getattr(torch, spec["dtype"]))
+
+
+def _by_name(module, names: list[str]):
+    """The module with keyword inputs named like the manifest's (litert-torch names signature inputs after them)."""
+    from torch import nn
+
+    class ByName(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = module
+
+        def forward(self, **feeds):
+            out = self.model(*[feeds[n] for n in names])
+            return out[0] if isinstance(out, (tuple, list)) else out
+
+    return ByName().eval()
+
+
 def _output_shape(path: Path, seq: int) -> list[int]:
     from ai_edge_litert.interpreter import Interpreter
 
@@ -398,7 +502,7 @@ BACKEND = Backend(
     name="tflite", convert=convert, device=TFLiteDevice, precisions=("fp32", "fp16", "int8"), extra="android",
     requires=("litert_torch", "litert_quantizer", "ai_edge_litert"),
     tools=("litert-torch", "ai-edge-litert", "litert-quantizer", "torch"), shape_policies=("static",),
-    from_torch=True, families=("text",),
+    from_torch=True,
     spec={"mode": ("static", "dynamic"), "calibration_method": ("minmax",), "weight_granularity": ("per_channel",),
           "weight_symmetric": (True,), "activation_symmetric": (False,), "smooth_quant": (False,),
           "float_ops": ("*",)},

@@ -22,7 +22,7 @@ from . import encode as st
 from .manifest import Bundle, read_bundle
 from .image import ImagePreprocessor, check_images
 from .registry import Session, runtime_backend
-from .text import TextEncoder, check_texts, pool, softmax
+from .text import TextEncoder, check_texts, output_vectors, softmax
 
 
 @dataclass(frozen=True)
@@ -122,9 +122,7 @@ class Runner:
     def postprocess(self, feeds: dict[str, np.ndarray], raw: np.ndarray) -> np.ndarray:
         """The model's first output as the vectors fidelity compares: pooled token states for text, class
         probabilities for classifiers, flattened rows for image and tensor models."""
-        if self.family == "text":
-            return pool(raw, feeds["attention_mask"], self.pooling, self.normalize)
-        return pool(np.asarray(raw).reshape(len(raw), -1), None, self.pooling, self.normalize)
+        return output_vectors(self.family, feeds, raw, self.pooling, self.normalize)
 
     def _first_output(self, items: list) -> np.ndarray:
         return self._infer(self._feeds(items))[self.outputs[0].name].astype(np.float32)

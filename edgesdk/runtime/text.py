@@ -109,6 +109,15 @@ def pool(hidden: np.ndarray, attention_mask: np.ndarray | None, pooling: str, no
     return vectors
 
 
+def output_vectors(family: str, feeds: dict[str, np.ndarray], raw: np.ndarray, pooling: str,
+                   normalize: bool) -> np.ndarray:
+    """A model's first output as the vectors fidelity and embed() use: pooled token states for text (the mask
+    says which tokens are real), class probabilities for classifiers, flattened rows for image and tensor models."""
+    if family == "text":
+        return pool(raw, feeds["attention_mask"], pooling, normalize)
+    return pool(np.asarray(raw).reshape(len(raw), -1), None, pooling, normalize)
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)

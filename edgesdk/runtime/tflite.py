@@ -39,15 +39,18 @@ INSTALL = "pip install 'edgesdk[tflite]' (or ai-edge-litert / tflite-runtime)"
 
 @dataclass(frozen=True)
 class TFLiteSettings:
-    buckets: tuple[int, ...] = field(metadata=check(min=1, max=1 << 20, nonempty=True))  # signature seq_L per L
+    buckets: tuple[int, ...] = field(metadata=check(min=1, max=1 << 20))  # text: signature seq_L per L
     per_token_output: bool = True  # outputs [1, L, H] (cut back to the batch's length) or [1, C]
     delegates: tuple[str, ...] = field(default=("xnnpack",), metadata=check(
         choices=(*DELEGATE_LIBRARIES, *CPU_DELEGATES)))
     op_check: JSON | None = None  # what NNAPI / the GPU delegate take of the ops (display only)
+    signature: str | None = field(default=None, metadata=check(nonempty=True))  # image/tensor: one static signature
 
     def __post_init__(self):
         if list(self.buckets) != sorted(set(self.buckets)):
             raise ValueError(f"'buckets' must be increasing without repeats, got {list(self.buckets)}")
+        if bool(self.buckets) == bool(self.signature):
+            raise ValueError("a tflite bundle has either sequence 'buckets' (text) or one 'signature' (image, tensor)")
 
 
 def interpreter_module():
@@ -95,6 +98,7 @@ class TFLiteSession:
         self._threads = threads
         self._buckets: tuple[int, ...] = bundle.settings.buckets
         self._per_token = bundle.settings.per_token_output
+        self._signature = bundle.settings.signature
         self._output_names = [o.name for o in bundle.manifest.outputs]
         self._choice, self.delegate = self._choose_delegate(bundle)
         self._local = threading.local()
@@ -123,6 +127,8 @@ class TFLiteSession:
             interpreter = self._module.Interpreter(model_content=self._model, num_threads=self._threads,
                                                    experimental_delegates=delegates)
             runners = {b: interpreter.get_signature_runner(f"seq_{b}") for b in self._buckets}
+            if self._signature:
+                runners = {None: interpreter.get_signature_runner(self._signature)}
         except (ValueError, RuntimeError) as exc:
             raise BundleError(f"LiteRT cannot load {self._path}: {str(exc).strip()[:300]}. The .tflite is damaged, "
                               "not a TFLite model or lacks a bucket's signature; re-export the bundle.") from exc
@@ -136,6 +142,14 @@ class TFLiteSession:
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self._interpreter()
+        if self._signature:  # one static [1, ...] signature: the batch runs row by row
+            runner = self._local.runners[None]
+            inputs, details = runner.get_input_details(), runner.get_output_details()
+            rows = len(next(iter(feeds.values())))
+            parts = [runner(**{n: np.ascontiguousarray(feeds[n][r:r + 1], dtype=inputs[n]["dtype"]) for n in inputs})
+                     for r in range(rows)]
+            return {name: np.concatenate([_dequantize(p[key], detail) for p in parts])
+                    for name, (key, detail) in zip(self._output_names, details.items())}
         length = next(iter(feeds.values())).shape[1]
         bucket = self.bucket_for(length)
         runner = self._local.runners[bucket]
