@@ -176,7 +176,7 @@ def edgesdk_bundles(out: Path, weights: Path, samples: int):
     result = export(ExportOptions(
         targets=("onnxruntime", "intel"), precisions=("fp32", "int8"), model=f"{FACTORY}:build",
         out=str(out / "dist"), calibration=str(out / "calibration.npz"), fidelity_data=str(out / "heldout.npz"),
-        progress=False, quant=QuantOverrides(samples=samples), source=SourceOptions(input_shapes=((None, (1, 64)),), weights=str(weights))))
+        progress=False, quant=QuantOverrides(mode="static", samples=samples), source=SourceOptions(input_shapes=((None, (1, 64)),), weights=str(weights))))
     return result.bundles
 
 
