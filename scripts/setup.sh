@@ -25,3 +25,12 @@ if .venv/bin/python -c "import tvm" >/dev/null 2>&1 && ! command -v aarch64-linu
     echo "note: aarch64-linux-gnu-gcc is missing (needed by --target tvm-arm64): apt-get install gcc-aarch64-linux-gnu" >&2
   fi
 fi
+# examples/vision_mobile trains on Fashion-MNIST from Debian's dataset-fashion-mnist (its test skips without it).
+if [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null \
+      || echo "note: could not install dataset-fashion-mnist; examples/vision_mobile needs --data DIR" >&2
+  else
+    echo "note: Fashion-MNIST is missing (examples/vision_mobile): apt-get install dataset-fashion-mnist" >&2
+  fi
+fi
