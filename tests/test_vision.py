@@ -117,6 +117,9 @@ def test_cnn_exports_to_every_target_with_batchnorm_folded(cnn_export):
         assert manifest["fidelity"]["top1_agreement"] >= 0.9, (target, precision, manifest["fidelity"])
         if precision == "int8" and manifest["quantization"]["decisions"].get("call") == "quantize":
             assert manifest["quantization"]["decisions"]["model_type"] is None  # NNCF's CNN scheme, not TRANSFORMER
+        if (target, precision) == ("onnxruntime", "int8"):  # per-tensor activation scales: the convs run integer,
+            kernels = manifest["quantization"]["decisions"]["kernels"]  # but the one before HardSwish (ORT splits it
+            assert kernels["integer_convs"] == 2 and kernels["float_convs"] == 1, kernels  # into HardSigmoid + Mul)
 
 
 def test_jetson_engine_shapes_keep_the_image_dimensions(cnn_export):

@@ -173,6 +173,10 @@ INTEGER_MATMULS = ("MatMulInteger", "QLinearMatMul", "MatMulIntegerToFloat", "Dy
 FLOAT_MATMULS = ("MatMul", "Gemm", "FusedMatMul", "FusedGemm", "Attention", "MultiHeadAttention")
 
 
+INTEGER_CONVS = ("QLinearConv", "ConvInteger", "NhwcQLinearConv")
+FLOAT_CONVS = ("Conv", "FusedConv", "NhwcFusedConv")
+
+
 def kernels_run(model_path: Path, disabled_optimizers=()) -> dict:
     """What ONNX Runtime's CPU provider actually runs: the graph after its session optimisations, with the weight
     MatMuls counted as integer or float kernels (a QDQ pair ORT cannot fuse leaves a float MatMul behind)."""
@@ -194,7 +198,10 @@ def kernels_run(model_path: Path, disabled_optimizers=()) -> dict:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
     return {"integer_matmuls": sum(ops.get(o, 0) for o in INTEGER_MATMULS),
             "float_matmuls": sum(ops.get(o, 0) for o in FLOAT_MATMULS),
-            "by_op": {o: ops[o] for o in (*INTEGER_MATMULS, *FLOAT_MATMULS) if ops.get(o)},
+            "integer_convs": sum(ops.get(o, 0) for o in INTEGER_CONVS),
+            "float_convs": sum(ops.get(o, 0) for o in FLOAT_CONVS),
+            "by_op": {o: ops[o] for o in (*INTEGER_MATMULS, *FLOAT_MATMULS, *INTEGER_CONVS, *FLOAT_CONVS)
+                      if ops.get(o)},
             "quantize_ops": ops.get("QuantizeLinear", 0) + ops.get("DynamicQuantizeLinear", 0),
             "dequantize_ops": ops.get("DequantizeLinear", 0), "ops_after_session_optimisation": dict(sorted(ops.items()))}
 

@@ -29,7 +29,12 @@ def nncf_quantize_kwargs(nncf, spec: QuantSpec, keep_float: tuple[str, ...], sam
     from nncf.quantization.advanced_parameters import AdvancedSmoothQuantParameters
 
     estimator = getattr(RangeEstimatorParametersSet, _ESTIMATORS[spec.calibration_method])
-    advanced = AdvancedQuantizationParameters(activations_range_estimator_params=estimator)
+    # per-tensor activation scales: NNCF's CNN scheme gives depthwise-conv inputs per-channel ones, which ONNX
+    # Runtime cannot fuse into QLinearConv (no integer conv ran) and TensorRT does not take at all
+    from nncf.quantization.advanced_parameters import QuantizationParameters
+
+    advanced = AdvancedQuantizationParameters(activations_range_estimator_params=estimator,
+                                              activations_quantization_params=QuantizationParameters(per_channel=False))
     if not spec.smooth_quant:
         advanced.smooth_quant_alphas = AdvancedSmoothQuantParameters(matmul=-1)  # -1 switches it off
     return {

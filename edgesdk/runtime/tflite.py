@@ -198,8 +198,7 @@ class TFLiteSession:
             runner = self._local.runners[None]
             inputs, details = self._local.details[None]
             rows = len(next(iter(feeds.values())))
-            parts = [runner(**{n: np.ascontiguousarray(feeds[n][r:r + 1], dtype=inputs[n]["dtype"]) for n in inputs})
-                     for r in range(rows)]
+            parts = [runner(**{n: _quantize(feeds[n][r:r + 1], inputs[n]) for n in inputs}) for r in range(rows)]
             return {name: np.concatenate([_dequantize(p[key], detail) for p in parts])
                     for name, (key, detail) in zip(self._output_names, details.items())}
         rows, length = next(iter(feeds.values())).shape[:2]
@@ -237,6 +236,17 @@ def _padded(feed: np.ndarray, rows: np.ndarray, batch: int, bucket: int, dtype) 
     part = np.asarray(feed)[rows, :bucket]
     out[:len(rows), :part.shape[1]] = part
     return out
+
+
+def _quantize(value: np.ndarray, detail: dict) -> np.ndarray:
+    """A float feed for an input the full-integer model takes as int8/uint8: x / scale + zero point, rounded and
+    clipped (what the TFLite converter's float I/O would do); any other feed cast to the input's dtype."""
+    dtype = np.dtype(detail["dtype"])
+    scale, zero = detail.get("quantization", (0.0, 0))
+    if np.issubdtype(dtype, np.integer) and np.issubdtype(np.asarray(value).dtype, np.floating) and scale:
+        info = np.iinfo(dtype)
+        return np.ascontiguousarray(np.clip(np.round(value / scale) + zero, info.min, info.max).astype(dtype))
+    return np.ascontiguousarray(value, dtype=dtype)
 
 
 def _dequantize(value: np.ndarray, detail: dict) -> np.ndarray:
