@@ -190,6 +190,27 @@ def test_onnx_matmul_names_map_onto_the_tflite_ops_of_the_same_module(android):
     assert [m["action"] for m in dynamic][:5] == ["float"] * 5 and dynamic[5]["action"].startswith("already float")
 
 
+def test_a_classifiers_head_gemms_map_onto_its_tflite_head():
+    """A BertForSequenceClassification's ONNX names carry the base model's attribute ('/model/bert/pooler/...'),
+    the static module's TFLite names do not (EncoderWrapper holds the pooler itself): the pooler's Gemm, often
+    the most sensitive layer of a classifier, must still map instead of being skipped. Names as litert-torch
+    writes them for the tiny 4-class BERT."""
+    from edgesdk.backends.tflite import map_keep_float
+    from edgesdk.families import text
+
+    wrapper = "edgesdk.families.text._torch_classes.<locals>.EncoderWrapper/"
+    layer = wrapper + "torch.nn.modules.container.ModuleList_layers/transformers.models.bert.modeling_bert.BertLayer_1/"
+    scopes = {"FULLY_CONNECTED": [
+        wrapper + "transformers.models.bert.modeling_bert.BertPooler_pooler/torch.nn.modules.linear.Linear_dense/fc",
+        wrapper + "torch.nn.modules.linear.Linear_classifier/fc",
+        layer + "transformers.models.bert.modeling_bert.BertOutput_output/torch.nn.modules.linear.Linear_dense/fc"]}
+    names = ("/model/bert/pooler/dense/Gemm", "/model/classifier/Gemm", "/model/bert/encoder/layer.1/output/dense/MatMul")
+    mapped, skipped = map_keep_float(text, names, scopes, static=True)
+    assert skipped == []
+    assert [m["tflite"] for m in mapped] == [[s] for s in scopes["FULLY_CONNECTED"]]
+    assert [m["action"] for m in mapped] == ["int16", "int16", "float"]  # FFN-down is int16 already: float
+
+
 def test_fallback_rebuild_reuses_calibration_and_raises_precision(tmp_path, tiny_model_dir):
     from edgesdk.backends import ConvertContext
     from edgesdk.backends.tflite import convert

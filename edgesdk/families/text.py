@@ -169,7 +169,7 @@ def static_feeds(batches, input_names: list[str], seq: int, limit: int, fitting:
 def tflite_scope(onnx_name: str) -> tuple[str, str] | None:
     """(TFLite op, regex over its output names) for an ONNX MatMul / Gemm the fallback loop holds back:
     '/model/encoder/layer.3/intermediate/dense/MatMul' → that layer's intermediate.dense FULLY_CONNECTED;
-    '/model/pooler/dense/Gemm', '/classifier/MatMul' → the head's FULLY_CONNECTED (module path + '/fc');
+    '/model/bert/pooler/dense/Gemm', '/model/classifier/Gemm' → the head's FULLY_CONNECTED (module path + '/fc');
     '/model/encoder/layer.0/attention/self/MatMul_1' → that layer's attention BATCH_MATMULs."""
     attention = re.search(r"layer\.(\d+)/attention/self/MatMul", onnx_name)
     if attention:
@@ -180,7 +180,12 @@ def tflite_scope(onnx_name: str) -> tuple[str, str] | None:
         return "FULLY_CONNECTED", rf"Layer_{found.group(1)}/{path}/fc;$"
     head = re.search(r"^/(?:model/)?(.+)/[^/]*(MatMul|Gemm)[^/]*$", onnx_name)
     if head:
-        path = "/".join(rf"[^;/]*_{re.escape(m)}" for m in head.group(1).split("/"))
+        modules = head.group(1).split("/")
+        # EncoderWrapper holds the base model's pooler at its top level: a classifier's ONNX path names the base
+        # model's attribute ('/model/bert/pooler/dense/Gemm'), the TFLite path does not ('…BertPooler_pooler/…')
+        if "pooler" in modules:
+            modules = modules[modules.index("pooler"):]
+        path = "/".join(rf"[^;/]*_{re.escape(m)}" for m in modules)
         return "FULLY_CONNECTED", rf"(^|/){path}/fc;$"
     return None
 
