@@ -460,24 +460,8 @@ def convert(ctx: ConvertContext) -> Artefact:
         escalate, skipped = map_keep_float(family, ctx.keep_float, scopes, static)
         decisions["fallback_mapping"] = {"mapped": [{k: v for k, v in i.items() if k != "regex"} for i in escalate],
                                          "skipped": skipped}
-    try:
-        if ctx.precision == "fp32":
-            shutil.copyfile(fp32, target)
-        elif ctx.precision == "fp16":
-            decisions.update(fp16_weights(fp32, target))
-        elif ctx.precision == "int8" and ctx.spec.mode == "dynamic":
-            decisions.update(dynamic_int8(fp32, target, escalate, ctx.spec.float_ops))
-        elif static:
-            decisions.update(full_integer(ctx, fp32, target, shapes, escalate))
-        else:
-            raise QuantizationError(f"the tflite backend builds fp32, fp16, int8 (--quant-mode static or dynamic); "
-                                    f"got {ctx.precision} with mode {ctx.spec.mode}.")
-    except EdgeSDKError:
-        raise
-    except Exception as exc:  # litert-quantizer raises ValueError / RuntimeError with the cause in the text
-        raise QuantizationError(f"litert-quantizer failed building the {ctx.precision} "
-                                f"{ctx.spec.mode if ctx.precision == 'int8' else ''} TFLite model: "
-                                f"{type(exc).__name__}: {str(exc)[:400]}") from exc
+    decisions.update(materialise(ctx, fp32, target, escalate,
+                                 lambda: full_integer(ctx, fp32, target, shapes, escalate)))
     before, after = compact_model(target)
     decisions["compacted_bytes"] = {"before": before, "after": after}
     if batches:
@@ -499,6 +483,29 @@ def convert(ctx: ConvertContext) -> Artefact:
                               "length_input": _length_input(family, ctx.source.input_names)},
                     decisions=decisions, runtime_requirements=[LITERT_REQUIREMENT],
                     tokenizer={"static_length": None, "max_length": buckets[-1]})
+
+
+def materialise(ctx: ConvertContext, fp32: Path, target: Path, escalate: list[dict], full_int) -> dict:
+    """The FP32 TFLite at the asked precision: copied, fp16 weights, dynamic int8, or `full_int()` (static); any
+    litert-quantizer failure becomes a QuantizationError naming the precision. Returns the decisions."""
+    try:
+        if ctx.precision == "fp32":
+            shutil.copyfile(fp32, target)
+            return {}
+        if ctx.precision == "fp16":
+            return fp16_weights(fp32, target)
+        if ctx.precision == "int8" and ctx.spec.mode == "dynamic":
+            return dynamic_int8(fp32, target, escalate, ctx.spec.float_ops)
+        if ctx.precision == "int8" and ctx.spec.mode == "static":
+            return full_int()
+        raise QuantizationError(f"the tflite backend builds fp32, fp16, int8 (--quant-mode static or dynamic); "
+                                f"got {ctx.precision} with mode {ctx.spec.mode}.")
+    except EdgeSDKError:
+        raise
+    except Exception as exc:  # litert-quantizer raises ValueError / RuntimeError with the cause in the text
+        raise QuantizationError(f"litert-quantizer failed building the {ctx.precision} "
+                                f"{ctx.spec.mode if ctx.precision == 'int8' else ''} TFLite model: "
+                                f"{type(exc).__name__}: {str(exc)[:400]}") from exc
 
 
 def convert_fixed(ctx: ConvertContext) -> Artefact:
@@ -530,23 +537,7 @@ def convert_fixed(ctx: ConvertContext) -> Artefact:
         decisions["fallback_mapping"] = {"mapped": [], "skipped": [{"onnx": n, "why": "not mapped for "
                                                                      f"{ctx.source.family.NAME} models"}
                                                                     for n in ctx.keep_float]}
-    try:
-        if ctx.precision == "fp32":
-            shutil.copyfile(fp32, target)
-        elif ctx.precision == "fp16":
-            decisions.update(fp16_weights(fp32, target))
-        elif ctx.precision == "int8" and ctx.spec.mode == "dynamic":
-            decisions.update(dynamic_int8(fp32, target, [], ctx.spec.float_ops))
-        elif static:
-            decisions.update(_full_integer_fixed(ctx, fp32, target))
-        else:
-            raise QuantizationError(f"the tflite backend builds fp32, fp16, int8 (--quant-mode static or dynamic); "
-                                    f"got {ctx.precision} with mode {ctx.spec.mode}.")
-    except EdgeSDKError:
-        raise
-    except Exception as exc:  # litert-quantizer raises ValueError / RuntimeError with the cause in the text
-        raise QuantizationError(f"litert-quantizer failed building the {ctx.precision} TFLite model: "
-                                f"{type(exc).__name__}: {str(exc)[:400]}") from exc
+    decisions.update(materialise(ctx, fp32, target, [], lambda: _full_integer_fixed(ctx, fp32, target)))
     delegates = list(ctx.profile.device.delegates)
     from ai_edge_litert.interpreter import Interpreter
 

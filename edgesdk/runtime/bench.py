@@ -191,6 +191,12 @@ def cpu_features() -> dict[str, Any]:
     return {"model": model, "isa": isa, "int8_dot_product": any(f in flags for f in INT8_DOT_PRODUCT_FLAGS)}
 
 
+def machine_summary() -> dict[str, Any]:
+    """The machine a measurement ran on, as results files record it: CPU model, cores, Python, platform."""
+    return {"cpu": cpu_features()["model"], "cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
 def report(results: list[BenchResult]) -> dict[str, Any]:
     return {"schema": SCHEMA, "machine": {"platform": platform.platform(), "cpu": cpu_features(),
                                           "cpus": os.cpu_count()},

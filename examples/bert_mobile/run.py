@@ -15,7 +15,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -246,15 +245,9 @@ def plot(result: dict, path: Path) -> None:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    from edgesdk.runtime.bench import machine_summary
+
+    return machine_summary()
 
 
 if __name__ == "__main__":

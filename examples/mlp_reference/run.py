@@ -28,7 +28,6 @@ import io
 import json
 import logging
 import os
-import platform
 import sys
 import time
 import warnings
@@ -231,15 +230,9 @@ def results_table(result: dict) -> str:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+    from edgesdk.runtime.bench import machine_summary
+
+    return machine_summary()
 
 
 def versions() -> dict:

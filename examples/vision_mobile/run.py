@@ -30,7 +30,6 @@ import gzip
 import json
 import logging
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -552,15 +551,9 @@ def plot(result: dict, path: Path) -> None:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+    from edgesdk.runtime.bench import machine_summary
+
+    return machine_summary()
 
 
 def versions() -> dict:
