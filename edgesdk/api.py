@@ -334,6 +334,8 @@ def _choose_mode(options: ExportOptions, shared: _Shared, profile: TargetProfile
         candidates += [replace(spec, mode=m) for m in profile.quant.without_int8_dot if m != spec.mode and m in allowed]
     built, failed = [], []
     for candidate in candidates:
+        if candidate.mode == "static":  # an alternative may be the first static build of this export
+            _ensure_calibration(options, shared)
         try:
             built.append((candidate, run_with_fallback(
                 partial(build, spec=candidate), profile,
@@ -369,7 +371,7 @@ def _choose_mode(options: ExportOptions, shared: _Shared, profile: TargetProfile
 def _time_side_by_side(runners: list[Runner], shared: _Shared, rounds: int = 20) -> list[float]:
     """p50 ms of each runner on the same batch-1 feed (the bench text at 128 tokens, or the family's first golden
     item), round-robin so drift hits all alike."""
-    from .runtime.bench import feeds_for
+    from .runtime.bench import BenchConfig, feeds_for, run_interleaved, timer
 
     feeds = []
     for runner in runners:
@@ -377,12 +379,8 @@ def _time_side_by_side(runners: list[Runner], shared: _Shared, rounds: int = 20)
         feeds.append(feeds_for(runner, 1, min(128, tok.max_length)) if tok else
                      shared.inputs.encode(shared.inputs.golden[:1]))
     samples: list[list[float]] = [[] for _ in runners]
-    for r in range(rounds + 3):
-        for i, runner in enumerate(runners):
-            start = time.perf_counter()
-            runner.run(feeds[i])
-            if r >= 3:
-                samples[i].append((time.perf_counter() - start) * 1000)
+    run_interleaved([timer(r.run, f) for r, f in zip(runners, feeds)], samples,
+                    BenchConfig(warmup=3, iterations=rounds))
     return [float(np.median(s)) for s in samples]
 
 

@@ -521,7 +521,9 @@ def convert_fixed(ctx: ConvertContext) -> Artefact:
     fp32 = _cache(ctx, "fixed") / "fp32.tflite"
     started, seconds = time.perf_counter(), 0.0
     if not fp32.is_file():
-        feeds = {s["name"]: _example_tensor(torch, s) for s in specs}
+        from ..frontends.torch_module import example_input
+
+        feeds = {s["name"]: example_input(torch, s) for s in specs}
         partial = fp32.with_suffix(".partial")
         convert_module([(FIXED_SIGNATURE, _by_name(ctx.source.torch_module, list(feeds)), feeds)], partial)
         unique_tensor_names(partial)
@@ -569,12 +571,6 @@ def _full_integer_fixed(ctx: ConvertContext, fp32: Path, target: Path) -> dict:
             "weights": "int8 symmetric per-channel",
             "calibration": {"samples": len(rows), "method": "minmax", "status": how},
             "float_ops": list(ctx.spec.float_ops)}
-
-
-def _example_tensor(torch, spec: dict):
-    if spec["dtype"].startswith("float"):
-        return torch.randn(*spec["shape"], generator=torch.Generator().manual_seed(0)).to(getattr(torch, spec["dtype"]))
-    return torch.zeros(*spec["shape"], dtype=getattr(torch, spec["dtype"]))
 
 
 def _by_name(module, names: list[str]):

@@ -46,7 +46,7 @@ def load_module_source(model: str, work_dir: Path, options: SourceOptions, opset
         _load_weights(module, options.weights)
     module = module.eval()
     specs = _input_specs(options, defaults.pop("input_shape", None))
-    examples = [_example(torch, s) for s in specs]
+    examples = [example_input(torch, s) for s in specs]
     with torch.inference_mode():
         try:
             out = module(*examples)
@@ -218,7 +218,8 @@ def _input_specs(options: SourceOptions, default_shape) -> list[dict]:
     return specs
 
 
-def _example(torch, spec: dict):
+def example_input(torch, spec: dict):
+    """A seeded example tensor for an input spec (N(0, 1) floats, integer zeros): export and conversion samples."""
     dtype = getattr(torch, spec["dtype"])
     if dtype.is_floating_point:
         return torch.randn(*spec["shape"], generator=torch.Generator().manual_seed(0)).to(dtype)
