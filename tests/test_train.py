@@ -199,3 +199,15 @@ def test_bad_target_or_precision_fails_before_training(tiny_model_dir, tmp_path)
                        "--out", str(tmp_path / "out"))
         assert done.returncode == 2 and message in done.stderr
         assert not (tmp_path / "out" / "models").exists()
+
+
+def test_qat_exports_through_the_users_profile_file_not_the_bundled_one_of_that_name(tmp_path):
+    """A profile file called 'android' with its own shapes: the QAT int8 export must read that file (it used to
+    re-resolve the name, so the bundled android profile's shapes were built instead)."""
+    from edgesdk.api import ExportOptions
+    from edgesdk.train.pipeline import _qat_groups
+
+    mine = write_profile(tmp_path / "android.toml", "android", name="android",
+                         shapes={"buckets": [16, 128], "batch_shapes": []})
+    [(_, given, names, _)] = _qat_groups(ExportOptions(targets=(str(mine),), model="unused"))
+    assert given == (str(mine),) and names == ("android",)

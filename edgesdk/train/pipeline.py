@@ -78,9 +78,9 @@ def _export_trained(options: ExportOptions, training: TrainingOptions) -> Traine
                                                precisions=precisions))))
     qat_models = {}
     if qat_targets:
-        for key, targets, spec in _qat_groups(replace(options, targets=qat_targets)):
+        for key, targets, names, spec in _qat_groups(replace(options, targets=qat_targets)):
             folder = models / (f"{name}-qat" if len(qat_models) == 0 else f"{name}-qat-{key}")
-            qat_dir = quantization_aware_train(fp32_dir, spec, list(targets), data, folder, training.qat_config,
+            qat_dir = quantization_aware_train(fp32_dir, spec, list(names), data, folder, training.qat_config,
                                                options.progress)
             qat_models[key] = str(qat_dir)
             results.append(("qat", export(replace(options, model=str(qat_dir), targets=targets,
@@ -109,20 +109,24 @@ def _plan(options: ExportOptions, training: TrainingOptions):
     return [(tuple(targets), precisions) for precisions, targets in groups.items()], tuple(qat_targets)
 
 
-def _qat_groups(options: ExportOptions) -> list[tuple[str, tuple[str, ...], QuantSpec]]:
-    """Targets grouped by the weight scheme QAT bakes in; each group trains once under its first target's spec."""
-    groups: dict[str, tuple[list[str], QuantSpec]] = {}
+def _qat_groups(options: ExportOptions) -> list[tuple[str, tuple[str, ...], tuple[str, ...], QuantSpec]]:
+    """Targets grouped by the weight scheme QAT bakes in; each group trains once under its first target's spec.
+    Each group is (key, the targets as the user gave them, their profile names, spec): a profile file stays that
+    file for the export, even when its name is a bundled profile's."""
+    groups: dict[str, tuple[list[str], list[str], QuantSpec]] = {}
     for target in options.targets:
         profile = load_profile(target)
         if "int8" not in profile.precisions:
             continue
         spec = QuantSpec.from_profile(profile, options.quant)
         key = f"w{spec.weight_dtype}-{spec.weight_granularity}-{'sym' if spec.weight_symmetric else 'asym'}"
-        groups.setdefault(key, ([], spec))[0].append(profile.name)
-    for key, (targets, spec) in groups.items():
-        log.info("QAT scheme %s for %s (activations %s, from %s's profile)", key, ", ".join(targets),
-                 "symmetric" if spec.activation_symmetric else "asymmetric", targets[0])
-    return [(key, tuple(targets), spec) for key, (targets, spec) in groups.items()]
+        given, names, _ = groups.setdefault(key, ([], [], spec))
+        given.append(target)
+        names.append(profile.name)
+    for key, (_, names, spec) in groups.items():
+        log.info("QAT scheme %s for %s (activations %s, from %s's profile)", key, ", ".join(names),
+                 "symmetric" if spec.activation_symmetric else "asymmetric", names[0])
+    return [(key, tuple(given), tuple(names), spec) for key, (given, names, spec) in groups.items()]
 
 
 def _calibration_file(data: LabelledSet, path: Path) -> str:
