@@ -55,7 +55,7 @@ class ExportOptions:
     precisions: tuple[str, ...] | None = None  # None = each profile's default_precisions
     calibration: str | None = None  # a text file; None = the packaged calibration set
     fidelity_data: str | None = None  # a text file; None = the packaged held-out set
-    fidelity_samples: int = 256
+    fidelity_samples: int = 512
     eval_data: str | None = None  # classifiers: TSV text<TAB>label; each bundle's accuracy, run in its runtime
     quant: QuantOverrides = field(default_factory=QuantOverrides)
     passes: tuple[str, ...] = PASSES

@@ -381,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-smooth-quant", action="store_true",
                    help="switch off SmoothQuant (on by default for transformers: moves activation outliers into weights)")
     p.add_argument("--fidelity-data", help="data for the FP32 comparison, same kinds as --calibration (default: "
-                                           "256 packaged held-out texts; image models: the calibration folder)")
+                                           "the 512 packaged held-out texts; image models: the calibration folder)")
     p.add_argument("--eval-data", help="classifiers: TSV text<TAB>label, or for images a folder with one subfolder "
                                        "per label; each bundle's accuracy, measured in its own runtime before it is "
                                        "written, goes into its manifest")

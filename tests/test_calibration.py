@@ -1,6 +1,8 @@
 import pytest
 
+from edgesdk.api import ExportOptions
 from edgesdk.errors import InputError, QuantizationError
+from edgesdk.families import InputData
 from edgesdk.profiles import load_profile
 from edgesdk.quant import CalibrationSet, QuantOverrides, QuantSpec, load_texts, packaged_texts
 
@@ -9,6 +11,13 @@ def test_packaged_sets_are_large_and_disjoint():
     calib, held = packaged_texts("calibration").texts, packaged_texts("heldout").texts
     assert len(calib) >= 300 and len(held) >= 200
     assert not set(calib) & set(held)
+
+
+def test_packaged_heldout_is_used_whole():
+    # the default fidelity cap must take every packaged held-out text: lines past it would never be measured
+    held = packaged_texts("heldout").texts
+    assert len(held) <= ExportOptions().fidelity_samples == InputData().fidelity_samples
+    assert len(set(held)) == len(held) and not any("\t" in t for t in held)
 
 
 def test_empty_file(tmp_path):

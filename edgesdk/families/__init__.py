@@ -25,7 +25,7 @@ class InputData:
 
     calibration: str | None = None
     fidelity_data: str | None = None
-    fidelity_samples: int = 256
+    fidelity_samples: int = 512
 
 
 @dataclass
