@@ -107,3 +107,29 @@ def test_classifiers_are_budgeted_on_top1_agreement_not_probability_cosine():
                            reference="r", top1_agreement=0.9766)
     assert kept_labels.meets(budget)
     assert not Fidelity(**{**kept_labels.to_dict(), "top1_agreement": 0.95}).meets(budget)
+
+
+def test_the_ranking_offers_only_layers_the_probe_quantized():
+    """A MatMul the quantizer left float (here an activation x activation product with no DequantizeLinear, as
+    NNCF leaves the Softmax-fed attention MatMul) is no fallback candidate: holding it back rebuilds the same
+    bytes. A QDQ-fed MatMul and a node quantize_dynamic replaced (absent from the probe) are."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgesdk.quant.sensitivity import quantized_in
+
+    w = numpy_helper.from_array(np.zeros((4, 4), np.int8), "w_q")
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["x_q"]),
+        helper.make_node("DequantizeLinear", ["x_q", "s", "z"], ["x_dq"]),
+        helper.make_node("DequantizeLinear", ["w_q", "s"], ["w_dq"]),
+        helper.make_node("MatMul", ["x_dq", "w_dq"], ["y"], name="qdq_matmul"),
+        helper.make_node("MatMul", ["y", "x"], ["p"], name="float_matmul"),  # one input not dequantized
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4])],
+                              [helper.make_tensor_value_info("p", TensorProto.FLOAT, [4, 4])],
+                              [w, numpy_helper.from_array(np.float32(0.1), "s"),
+                               numpy_helper.from_array(np.uint8(128), "z")])
+    probe = helper.make_model(graph)
+    assert quantized_in(probe, ["qdq_matmul", "float_matmul", "replaced_by_integer_nodes"]) == {
+        "qdq_matmul", "replaced_by_integer_nodes"}

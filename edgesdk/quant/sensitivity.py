@@ -72,7 +72,10 @@ def rank_layers(fp32_onnx: Path, qdq_onnx: Path, feeds: list[dict[str, np.ndarra
     weights = {i.name for i in fp32.graph.initializer}
     layers = [(n.name, [i for i in n.input if i not in weights], n.output[0])
               for n in fp32.graph.node if n.op_type in QUANTIZABLE]
-    qdq_tensors = {t for n in onnx.load(str(qdq_onnx)).graph.node for t in n.output}
+    probe = onnx.load(str(qdq_onnx))
+    qdq_tensors = {t for n in probe.graph.node for t in n.output}
+    held = quantized_in(probe, [n for n, _, _ in layers])
+    layers = [layer for layer in layers if layer[0] in held]
     inputs = {i.name for i in fp32.graph.input}
     final = fp32.graph.output[0].name
     names = sorted({t for _, ins, out in layers for t in [*ins, out] if t in qdq_tensors or t in inputs} | {final})
@@ -95,6 +98,18 @@ def rank_layers(fp32_onnx: Path, qdq_onnx: Path, feeds: list[dict[str, np.ndarra
         in_err = max([rel(i) for i in ins if i in names] or [0.0])
         ranked.append(LayerSensitivity(node, round(out_err - in_err, 6), round(out_err, 6)))
     return sorted(ranked, key=lambda s: s.added_error, reverse=True)
+
+
+def quantized_in(probe, nodes: list[str]) -> set[str]:
+    """The layers among `nodes` that the probe really quantizes: every computed input fed by a DequantizeLinear
+    (QDQ), or the node replaced by integer ones (quantize_dynamic renames them). A layer the quantizer left float (NNCF skips the attention
+    MatMuls fed by Softmax; quantize_dynamic skips MatMuls without a weight) can show added error, inherited
+    from its inputs' drift, but holding it back changes nothing: the rebuild would be byte-identical."""
+    producer = {o: n.op_type for n in probe.graph.node for o in n.output}
+    constants = {i.name for i in probe.graph.initializer}
+    kept = {n.name: n for n in probe.graph.node}
+    return {name for name in nodes if name not in kept
+            or all(producer.get(i) == "DequantizeLinear" for i in kept[name].input if i and i not in constants)}
 
 
 def _worst_samples(got: list[np.ndarray], ref: list[np.ndarray], count: int) -> list[int]:
