@@ -156,6 +156,26 @@ def test_qat_bundle_manifest_records_training_and_the_qat_scheme(quick_example):
     models = out / "dist" / "models"
     record = json.loads(next(models.glob("*-qat/edgesdk_training.json")).read_text())
     assert record["training"]["steps"] >= 1 and record["qat"]["spec_from_targets"] == ["onnxruntime", "android"]
+    # INT8 is calibrated on, and compared with FP32 on, the task's own texts (the example passes its dev subset)
+    report = json.loads((qat / "report.json").read_text())
+    assert report["calibration"]["source"].endswith("-calibration.txt")
+    assert report["fidelity_data"]["source"].endswith("dev-subset.tsv") and report["fidelity_data"]["items"] > 0
+
+
+def test_a_classifiers_int8_is_calibrated_and_checked_on_its_own_task_texts(tmp_path):
+    """Without --calibration/--fidelity-data, a trained classifier's INT8 builds calibrate on one part of its
+    training texts and are compared with FP32 on another part (the packaged held-out texts are general ones)."""
+    from edgesdk.evaluate import LabelledSet
+    from edgesdk.train.pipeline import CALIBRATION_TEXTS, _task_texts
+
+    texts = [f"text number {i}" for i in range(CALIBRATION_TEXTS + 300)]
+    data = LabelledSet(texts=tuple(texts), labels=tuple(str(i % 3) for i in range(len(texts))))
+    cal, fid = _task_texts(data, tmp_path / "c.txt", tmp_path / "f.txt")
+    cal_lines, fid_lines = (Path(p).read_text().splitlines() for p in (cal, fid))
+    assert len(cal_lines) == CALIBRATION_TEXTS and len(fid_lines) == 300 and not set(cal_lines) & set(fid_lines)
+    small = LabelledSet(texts=tuple(texts[:150]), labels=("a", "b") * 75)
+    _, fid = _task_texts(small, tmp_path / "c2.txt", tmp_path / "f2.txt")
+    assert len(Path(fid).read_text().splitlines()) == 150  # too few to split: fidelity uses them all
 
 
 def test_training_checkpoints_resume_and_refuse_other_settings(tiny_model_dir, tmp_path):
