@@ -1,5 +1,6 @@
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,3 +174,44 @@ def test_onnxruntime_int8_runs_integer_kernels(tiny_export):
     assert kernels["float_matmuls"] == 2 and kernels["integer_matmuls"] >= 12, kernels
     assert bundle.manifest.quantization.decisions["dedicated_qdq_pairs"] > 0
     assert bundle.settings.disabled_optimizers == ("CommonSubexpressionElimination",)
+
+
+def test_onnxruntime_int8_stores_weights_for_the_u8u8_kernels(tiny_export):
+    """Static INT8 weights are stored as uint8 with zero point 128 (the same values as the symmetric int8 ones),
+    so ORT runs U8U8 kernels, which do not saturate on x86 without VNNI; the integer kernels are unchanged."""
+    import onnx
+    from onnx import numpy_helper
+
+    path = Path(next(b.path for b in tiny_export.bundles if b.backend == "onnxruntime" and b.precision == "int8"))
+    decisions = read_bundle(path).manifest.quantization.decisions
+    assert decisions["weights"]["re_expressed"] >= 12
+    model = onnx.load(str(path / "model.onnx"))
+    inits = {i.name: i for i in model.graph.initializer}
+    weights = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert weights and all(inits[n.input[0]].data_type == onnx.TensorProto.UINT8 for n in weights)
+    assert all((numpy_helper.to_array(inits[n.input[2]]) == 128).all() for n in weights)
+
+
+def test_unsigned_weights_keep_the_dequantized_values(tmp_path):
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgesdk.backends.onnxruntime import unsigned_weights
+
+    rng = np.random.default_rng(0)
+    w = rng.integers(-127, 128, (8, 4)).astype(np.int8)
+    graph = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["w", "s"], ["w_dq"], axis=1),
+         helper.make_node("MatMul", ["x", "w_dq"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.full(4, 0.02, np.float32), "s")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = {"x": rng.standard_normal((2, 8)).astype(np.float32)}
+    before = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    assert unsigned_weights(path) == 1
+    after = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    assert np.array_equal(before, after)
