@@ -52,10 +52,9 @@ log = logging.getLogger("edgesdk")
 LITERT_REQUIREMENT = "ai-edge-litert==2.3.0"
 SIGNATURE = "seq_{}"  # the batch-1 signature of sequence bucket L (batched ones: signature_name(batch, L))
 # a batched signature vs batch 1 of its length, row by row: float compute is the same math on the same weights
-# (MiniLM: bit-identical); full-integer subgraphs each carry their own calibrated activation scales
-# (float: a conversion that broadcasts the mask or positions wrongly over the batch stops the export; full integer:
-# recorded only, since a trained 4-class classifier's logits measured 0.964 from per-signature calibration alone)
-BATCH_CHECK_COSINE = 0.9999  # a batched float signature runs the math of batch 1: rows agree to rounding
+# (MiniLM: bit-identical), so a conversion that broadcasts the mask or positions wrongly over the batch stops the
+# export
+BATCH_CHECK_COSINE = 0.9999
 # Why full-integer builds carry no batched signatures: the quantizer calibrates each signature's activation
 # scales on its own, and a trained 4-class classifier's batched signatures then disagreed with batch 1 on the
 # same rows (cosine 0.48-0.96 at [16, 16], [16, 12], [8, 32], [8, 24]), which took the export's top-1
@@ -227,57 +226,41 @@ def unique_tensor_names(path: Path) -> int:
     return renamed
 
 
-def compact_model(path: Path) -> tuple[int, int]:
-    """Write the model again with every repeated vector and string stored once; (bytes before, bytes after).
+def compact_model(path: Path) -> dict:
+    """Write the model again with every repeated vector and string stored once, and tensor names only where they
+    are read; returns bytes before and after, and the signature whose subgraph keeps its names.
 
     Each signature's subgraph has its own tensor table, and each weight tensor there carries its own copy of the
     quantization parameters: per-channel int8 weights hold a float scale and an int64 zero point per output channel
     (MiniLM: 51 258 channels, 30 522 of them the word-embedding rows), 0.6 MB per subgraph, 2.5 MB of the 26 MB
     dynamic bundle with four signatures; write_model stores equal vectors once. Tensor names are the other
-    per-subgraph cost (129 kB each in MiniLM: fused locations repeat 'transformers.models.bert.modeling_bert.' in
-    every component): each component keeps its class and attribute ('…/BertLayer_3/BertAttention_attention/…'),
-    which is what scopes, recipes and the op check match, without its Python package path, and the prefixes that
-    made names unique across subgraphs for litert-quantizer ('s2:', see unique_tensor_names) are dropped, so
-    names a signature shares with another are stored once. The interpreter reads the same model; weights and
-    numerics are unchanged.
+    per-subgraph cost. The first subgraph (the interpreter's primary one, which the op listing, recipes' scopes and
+    debugging tools read) keeps them, each component with its class and attribute
+    ('…/BertLayer_3/BertAttention_attention/…') but without its Python package path ('transformers.models.bert.
+    modeling_bert.' in every component: 129 kB a subgraph in MiniLM). The other subgraphs run the same ops on the
+    same weights at other shapes, and litert-torch numbers their names apart (';2', 'constant58'), so no name would
+    be stored once for all (42 kB a subgraph even shortened, 0.4 MB of the ten-signature dynamic MiniLM): their
+    names are blanked. The interpreter needs none (signature inputs and outputs are keyed by the signature's own
+    names); weights and numerics are unchanged.
     """
     from ai_edge_litert.tools import flatbuffer_utils
 
     before = path.stat().st_size
     model = flatbuffer_utils.read_model(str(path))
     for index, graph in enumerate(model.subgraphs):
-        prefix = f"s{index}:".encode()
-        names = [t.name if isinstance(t.name, bytes) else str(t.name).encode() for t in graph.tensors]
-        short = [_QUALIFIER.sub(b"", n[len(prefix):] if n.startswith(prefix) else n) for n in names]
-        if len(set(short)) != len(short):  # shortening merged two names: keep this subgraph's names as they were
+        if index:
+            for tensor in graph.tensors:
+                tensor.name = b""
             continue
-        for tensor, name in zip(graph.tensors, short):
-            tensor.name = name
-    write_model(model, path)
-    return before, path.stat().st_size
-
-
-def unname_mirrors(path: Path) -> dict:
-    """Blank the tensor names of every subgraph but the first (the interpreter's primary subgraph, which the op
-    listing, recipes' scopes and debugging tools read), after the op check.
-
-    The other signatures run the same ops on the same weights at other shapes, and litert-torch numbers their
-    names apart (';2', 'constant58'), so no name is stored once for all: 42 kB a subgraph in MiniLM, 0.4 MB of a
-    23 MB dynamic-INT8 bundle with ten signatures. The interpreter needs no tensor names: signature inputs and
-    outputs are keyed by the signature's own names."""
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model(str(path))
+        names = [t.name if isinstance(t.name, bytes) else str(t.name).encode() for t in graph.tensors]
+        short = [_QUALIFIER.sub(b"", n) for n in names]
+        if len(set(short)) == len(short):  # shortening merged no two names
+            for tensor, name in zip(graph.tensors, short):
+                tensor.name = name
     kept = next((sig.signatureKey for sig in model.signatureDefs if sig.subgraphIndex == 0), b"")
-    kept = kept.decode() if isinstance(kept, bytes) else str(kept)
-    if len(model.subgraphs) < 2:
-        return {"kept_names": kept, "bytes_saved": 0}
-    before = path.stat().st_size
-    for graph in model.subgraphs[1:]:
-        for tensor in graph.tensors:
-            tensor.name = b""
     write_model(model, path)
-    return {"kept_names": kept, "bytes_saved": before - path.stat().st_size}
+    return {"before": before, "after": path.stat().st_size,
+            "names_kept": kept.decode() if isinstance(kept, bytes) else str(kept)}
 
 
 def write_model(model, path: Path) -> None:
@@ -496,14 +479,12 @@ def convert(ctx: ConvertContext) -> Artefact:
                                          "skipped": skipped}
     decisions.update(materialise(ctx, fp32, target, escalate,
                                  lambda: full_integer(ctx, fp32, target, shapes, escalate)))
-    before, after = compact_model(target)
-    decisions["compacted_bytes"] = {"before": before, "after": after}
+    decisions["compacted_bytes"] = compact_model(target)
     if batches:
         decisions["batched_vs_batch_1"] = check_batched(target, family, ctx.source.input_names, shapes,
                                                         BATCH_CHECK_COSINE)
     delegates = list(ctx.profile.device.delegates)
     op_check = check_ops(list_ops(target), delegates)
-    decisions["unnamed_tensors"] = unname_mirrors(target)
     # Signatures are [B, L]; the session pads a batch to the smallest length that fits, runs its rows in the
     # batched signatures of that length (and batch 1), so the Runner validates [batch, sequence] feeds.
     inputs = [{"name": n, "dtype": "int32", "shape": ["batch", "sequence"]} for n in ctx.source.input_names]

@@ -80,7 +80,7 @@ def rank_layers(fp32_onnx: Path, qdq_onnx: Path, feeds: list[dict[str, np.ndarra
     final = fp32.graph.output[0].name
     names = sorted({t for _, ins, out in layers for t in [*ins, out] if t in qdq_tensors or t in inputs} | {final})
     ref = _run(_expose(fp32, names), feeds, names)
-    got = _run(_expose(onnx.load(str(qdq_onnx)), names), feeds, names)
+    got = _run(_expose(probe, names), feeds, names)
 
     worst = _worst_samples(got[final], ref[final], WORST_SAMPLES)
 
@@ -102,9 +102,10 @@ def rank_layers(fp32_onnx: Path, qdq_onnx: Path, feeds: list[dict[str, np.ndarra
 
 def quantized_in(probe, nodes: list[str]) -> set[str]:
     """The layers among `nodes` that the probe really quantizes: every computed input fed by a DequantizeLinear
-    (QDQ), or the node replaced by integer ones (quantize_dynamic renames them). A layer the quantizer left float (NNCF skips the attention
-    MatMuls fed by Softmax; quantize_dynamic skips MatMuls without a weight) can show added error, inherited
-    from its inputs' drift, but holding it back changes nothing: the rebuild would be byte-identical."""
+    (QDQ), or the node replaced by integer ones (quantize_dynamic renames them). A layer the quantizer left float
+    (NNCF skips the attention MatMuls fed by Softmax; quantize_dynamic skips MatMuls without a weight) can show
+    added error, inherited from its inputs' drift, but holding it back changes nothing: the rebuild would be
+    byte-identical."""
     producer = {o: n.op_type for n in probe.graph.node for o in n.output}
     constants = {i.name for i in probe.graph.initializer}
     kept = {n.name: n for n in probe.graph.node}
