@@ -192,6 +192,56 @@ def test_onnxruntime_int8_stores_weights_for_the_u8u8_kernels(tiny_export):
     assert all((numpy_helper.to_array(inits[n.input[2]]) == 128).all() for n in weights)
 
 
+def test_onnxruntime_int8_gathers_embedding_rows_before_dequantizing(tiny_export):
+    """No int8 table is dequantized whole on every run: the embedding Gathers read the quantized rows."""
+    import onnx
+
+    path = Path(next(b.path for b in tiny_export.bundles if b.backend == "onnxruntime" and b.precision == "int8"))
+    assert read_bundle(path).manifest.quantization.decisions["gathered_before_dequantize"] >= 1
+    model = onnx.load(str(path / "model.onnx"))
+    dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    assert not [n.name for n in model.graph.node if n.op_type == "Gather" and n.input[0] in dequantized]
+
+
+@pytest.mark.parametrize("axis, zero", [(0, True), (0, False), (1, True), (None, True)])
+def test_gather_before_dequantize_keeps_the_outputs_bit_identical(tmp_path, axis, zero):
+    """Per-row (with and without zero points), per-column and per-tensor tables: the same outputs, bit for bit,
+    from a graph whose Gather reads the quantized table."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgesdk.backends.onnxruntime import gather_before_dequantize
+
+    rng = np.random.default_rng(1)
+    table = rng.integers(-128, 128, (50, 6)).astype(np.int8)
+    count = {0: 50, 1: 6, None: 1}[axis]
+    scale = rng.uniform(0.001, 0.1, count).astype(np.float32).reshape(() if axis is None else (count,))
+    inits = [numpy_helper.from_array(table, "t"), numpy_helper.from_array(scale, "s")]
+    inputs = ["t", "s"]
+    if zero:
+        inits.append(numpy_helper.from_array(rng.integers(-5, 6, scale.shape).astype(np.int8), "z"))
+        inputs.append("z")
+    attrs = {} if axis is None else {"axis": axis}
+    graph = helper.make_graph(
+        [helper.make_node("DequantizeLinear", inputs, ["t_dq"], **attrs),
+         helper.make_node("Gather", ["t_dq", "ids"], ["rows"], axis=0),
+         helper.make_node("Gather", ["t_dq", "ids2"], ["rows2"], axis=0),
+         helper.make_node("Add", ["rows", "rows2"], ["y"])], "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [2, 3]),
+         helper.make_tensor_value_info("ids2", TensorProto.INT64, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 6])], inits)
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    feeds = {"ids": rng.integers(0, 50, (2, 3)), "ids2": rng.integers(0, 50, (2, 3))}
+    before = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    assert gather_before_dequantize(path) == 1
+    onnx.checker.check_model(str(path), full_check=True)
+    after = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    assert np.array_equal(before, after)
+    assert "DequantizeLinear" not in [n.op_type for n in onnx.load(str(path)).graph.node if n.output[0] == "t_dq"]
+
+
 def test_unsigned_weights_keep_the_dequantized_values(tmp_path):
     import numpy as np
     import onnx

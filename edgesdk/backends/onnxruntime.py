@@ -90,6 +90,7 @@ def _quantize(ctx: ConvertContext, target: Path) -> dict:
     from ..quant.nncf_options import nncf_quantize_onnx
 
     decisions = nncf_quantize_onnx(ctx.onnx_path, target, spec, ctx.calibration, ctx.keep_float)
+    decisions["gathered_before_dequantize"] = gather_before_dequantize(target)
     if ctx.profile.device.integer_kernels:
         decisions["dedicated_qdq_pairs"] = dedicated_dequantize(target)
         if ctx.profile.device.weights == "u8":
@@ -220,6 +221,89 @@ def unsigned_weights(path: Path) -> int:
         graph.initializer.extend(kept)
         onnx.save(model, str(path))
     return made
+
+
+def gather_before_dequantize(path: Path) -> int:
+    """Move every constant DequantizeLinear that only feeds Gathers behind them: gather the quantized rows, then
+    dequantize just those. Returns the tables rewritten.
+
+    NNCF stores the embedding tables as int8 with a scale per row. ORT then dequantizes the whole table on every
+    run before gathering a few rows: for MiniLM's 30 522 × 384 word embeddings that was 8.8 of 63 ms at batch 1,
+    seq 128 (ORT's profiler, 3 DequantizeLinear nodes), and it is paid again per batch. Per-row scales (axis 0)
+    become Gather(table) → Cast → Mul by the gathered scales (minus the gathered zero points when there are any);
+    a per-tensor or per-column scale stays one DequantizeLinear on the gathered rows. The values are the same
+    products of the same integers and scales, so the outputs are bit-identical (tested); only standard ops are
+    used. Tables the rewrite cannot prove equivalent (Gather on another axis, other consumers) are left alone."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    initializers = {i.name: i for i in graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    made = 0
+    for dq in [n for n in graph.node if n.op_type == "DequantizeLinear"]:
+        table, scale_name = dq.input[0], dq.input[1]
+        zero_name = dq.input[2] if len(dq.input) > 2 else ""
+        users = consumers.get(dq.output[0], [])
+        attrs = {a.name: helper.get_attribute_value(a) for a in dq.attribute}
+        if table not in initializers or scale_name not in initializers or (zero_name and zero_name not in
+                                                                           initializers) \
+                or dq.output[0] in outputs or not users or set(attrs) - {"axis"}:
+            continue
+        rank = len(initializers[table].dims)
+        axis = attrs.get("axis", 1) % max(rank, 1)
+        per_tensor = not initializers[scale_name].dims or initializers[scale_name].dims == [1]
+        gathers = [u for u in users if u.op_type == "Gather" and u.input[0] == dq.output[0]
+                   and {a.name: helper.get_attribute_value(a) for a in u.attribute}.get("axis", 0) % rank == 0]
+        if rank != 2 or len(gathers) != len(users) or not (per_tensor or axis in (0, 1)):
+            continue
+        zero = numpy_helper.to_array(initializers[zero_name]) if zero_name else None
+        for index, gather in enumerate(gathers):
+            new_nodes = []
+            tag = f"{dq.name}_gathered_{index}"
+            ids, out = gather.input[1], gather.output[0]
+            new_nodes.append(helper.make_node("Gather", [table, ids], [f"{tag}_rows"], f"{tag}_rows", axis=0))
+            if per_tensor or axis == 1:  # one scale for every gathered row: a DequantizeLinear on the rows
+                new_nodes.append(helper.make_node("DequantizeLinear", [f"{tag}_rows", *dq.input[1:]], [out], tag,
+                                                  axis=-1))
+                _replace(graph, gather, new_nodes)
+                continue
+            new_nodes.append(helper.make_node("Cast", [f"{tag}_rows"], [f"{tag}_float"], f"{tag}_float",
+                                              to=onnx.TensorProto.FLOAT))
+            values = f"{tag}_float"
+            axes = f"{tag}_axes"
+            graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), axes))
+            if zero is not None and zero.any():
+                new_nodes += [helper.make_node("Gather", [zero_name, ids], [f"{tag}_zp"], f"{tag}_zp", axis=0),
+                              helper.make_node("Cast", [f"{tag}_zp"], [f"{tag}_zpf"], f"{tag}_zpf",
+                                               to=onnx.TensorProto.FLOAT),
+                              helper.make_node("Unsqueeze", [f"{tag}_zpf", axes], [f"{tag}_zpu"], f"{tag}_zpu"),
+                              helper.make_node("Sub", [values, f"{tag}_zpu"], [f"{tag}_centred"], f"{tag}_sub")]
+                values = f"{tag}_centred"
+            new_nodes += [helper.make_node("Gather", [scale_name, ids], [f"{tag}_scale"], f"{tag}_scale", axis=0),
+                          helper.make_node("Unsqueeze", [f"{tag}_scale", axes], [f"{tag}_scale_col"],
+                                           f"{tag}_scale_col"),
+                          helper.make_node("Mul", [values, f"{tag}_scale_col"], [out], f"{tag}_mul")]
+            _replace(graph, gather, new_nodes)
+        graph.node.remove(dq)
+        made += 1
+    if made:
+        onnx.save(model, str(path))
+    return made
+
+
+def _replace(graph, node, new_nodes: list) -> None:
+    """Put new_nodes where node was (its inputs are computed before it: the order stays topological)."""
+    at = list(graph.node).index(node)
+    graph.node.remove(node)
+    for offset, new in enumerate(new_nodes):
+        graph.node.insert(at + offset, new)
 
 
 KEEP_DEDICATED_PAIRS = ("CommonSubexpressionElimination",)  # ORT's CSE would merge the dedicated pairs again
