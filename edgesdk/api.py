@@ -574,12 +574,14 @@ def _write_golden(staged: _Staged, shared: _Shared) -> mf.GoldenInfo:
         return mf.GoldenInfo(inputs="golden/inputs.npz", expected="golden/expected.npz")
     record(runner.tokenize(items), "")
     cases = []
-    for length in runner.static_lengths:
-        sizes = runner.tokenize(items)["attention_mask"].sum(axis=1)
+    sizes = runner.tokenize(items)["attention_mask"].sum(axis=1)
+    for batch, length in [(1, n) for n in runner.static_lengths] + list(runner.static_batches):
         fit = [t for t, n in zip(items, sizes) if n <= length]
-        if fit:
-            record(runner.tokenize(fit, pad_to=length), f"-L{length}")
-            cases.append(mf.GoldenCase(length, f"golden/inputs-L{length}.npz", f"golden/expected-L{length}.npz"))
+        if fit:  # a batched signature gets exactly `batch` rows (the texts that fit, repeated) so it is the one run
+            stem = f"-L{length}" if batch == 1 else f"-B{batch}-L{length}"
+            record(runner.tokenize(fit if batch == 1 else [fit[i % len(fit)] for i in range(batch)], pad_to=length),
+                   stem)
+            cases.append(mf.GoldenCase(length, f"golden/inputs{stem}.npz", f"golden/expected{stem}.npz", batch))
     (golden / "texts.txt").write_text("\n".join(items) + "\n", encoding="utf-8")
     return mf.GoldenInfo(inputs="golden/inputs.npz", expected="golden/expected.npz", texts="golden/texts.txt",
                          per_length=tuple(cases))

@@ -71,6 +71,12 @@ def peers(source: str, work: Path, threads: int) -> dict:
             "OpenVINO compress_weights INT8": openvino_weight_int8(exported, threads)}
 
 
+def bundle_labels(paths: list[str]) -> list[str]:
+    """Each bundle's folder name, with its parent folder where two bundles share a name (before/after runs)."""
+    names = [Path(p).name for p in paths]
+    return [f"{Path(p).parent.name}/{n}" if names.count(n) > 1 else n for p, n in zip(paths, names)]
+
+
 def embeddings(run, tokenize, texts: list[str], batch: int = 16) -> np.ndarray:
     out = []
     for i in range(0, len(texts), batch):
@@ -88,10 +94,11 @@ def main() -> int:
     first = runners[0]
     with tempfile.TemporaryDirectory(prefix="edgesdk-peers-") as tmp:
         pipelines = peers(first.manifest.model.source, Path(tmp), args.threads)
-        runs = {**pipelines, **{Path(b).name: (lambda r: lambda f: r.run(f)[r.outputs[0].name])(r)
-                                for b, r in zip(args.bundles, runners)}}
+        labels = bundle_labels(args.bundles)
+        runs = {**pipelines, **{label: (lambda r: lambda f: r.run(f)[r.outputs[0].name])(r)
+                                for label, r in zip(labels, runners)}}
         tokenize = {**{name: first.tokenize for name in pipelines},
-                    **{Path(b).name: r.tokenize for b, r in zip(args.bundles, runners)}}
+                    **{label: r.tokenize for label, r in zip(labels, runners)}}
         fidelity = {}
         if Path(args.data).is_file():
             texts = read_corpus(args.data)[: args.sentences]

@@ -56,7 +56,9 @@ def test_fp32_bundle_embeds_and_matches_pytorch(android, tiny_model_dir):
     assert bundle.settings.buckets == (16, 128) and manifest.tokenizer.static_length is None
     assert bundle.settings.batches == ((4, 16),) and bundle.settings.length_input == "attention_mask"
     assert manifest.tokenizer.max_length == 128 and set(manifest.fidelity.per_length) == {"16", "128"}
-    assert [c.length for c in manifest.golden.per_length] == [16, 128]
+    assert [(c.batch, c.length) for c in manifest.golden.per_length] == [(1, 16), (1, 128), (4, 16)]
+    batched = np.load(bundle.file(manifest.golden.per_length[-1].inputs))  # the [4, 16] signature's own rows
+    assert batched["input_ids"].shape == (4, 16)
     assert manifest.runtime_requirements[-1] == "ai-edge-litert==2.3.0"
     texts = ["A man is playing a guitar.", "The report is due on Friday.", "ok"]
     with load(android["fp32"], threads=1) as runner:
@@ -307,6 +309,26 @@ def test_a_batch_runs_in_the_batched_signature_and_matches_rows_run_alone(androi
             alone = np.concatenate([runner.embed([t]) for t in texts])
         assert calls == [(4, 16), (4, 16)], kind  # 7 short rows: one full batch of 4, then 3 of 4 padded
         assert np.allclose(together, alone, atol=2e-5), (kind, np.abs(together - alone).max())  # the same math
+
+
+def test_golden_io_runs_every_batched_signature_and_the_bundle_checks_itself(android):
+    """verify re-runs the [4, 16] golden case through the [4, 16] signature; full integer has no batched case."""
+    from edgesdk.runtime.verify import verify_bundle
+
+    for kind in ("fp32", "dynamic"):
+        with load(android[kind], threads=1) as runner:
+            session = runner._session
+            session._interpreter()
+            calls = []
+            batched = session._local.runners[(4, 16)]
+            session._local.runners[(4, 16)] = lambda **f: calls.append(f["input_ids"].shape) or batched(**f)
+            case = runner.manifest.golden.per_length[-1]
+            feeds = {k: v for k, v in np.load(runner.bundle.file(case.inputs)).items()}
+            got = runner.postprocess(feeds, runner.run(feeds)[runner.outputs[0].name])
+            expected = np.load(runner.bundle.file(case.expected))["artefact"]
+        assert calls == [(4, 16)] and np.allclose(got, expected, atol=1e-5), kind
+        assert verify_bundle(android[kind], threads=1).passed, kind
+    assert all(c.batch == 1 for c in read_bundle(android["int8"]).manifest.golden.per_length)
 
 
 def test_batched_signatures_share_every_weight_buffer(android):

@@ -154,11 +154,13 @@ class FidelityInfo:
 
 @dataclass(frozen=True)
 class GoldenCase:
-    """Golden inputs and outputs at one sequence length of an artefact compiled for fixed lengths."""
+    """Golden inputs and outputs at one sequence length of an artefact compiled for fixed lengths; with batch > 1,
+    exactly that many rows, so the [batch, length] signature is the one that runs them."""
 
     length: int = field(metadata=check(min=1, max=MAX_DIM))
     inputs: str = field(metadata=check(pattern=RELPATH))
     expected: str = field(metadata=check(pattern=RELPATH))
+    batch: int = field(default=1, metadata=check(min=1, max=MAX_DIM))
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,8 @@ class RuntimeBackend:
     caches: tuple[str, ...] = ()  # bundle sub-folders the runtime may create (e.g. TensorRT engines/)
     # the static sequence lengths an artefact is compiled for (() = any length): export verifies each one
     static_lengths: Callable[[Any], tuple[int, ...]] = lambda settings: ()
+    # the static [batch >= 2, length] shapes it also has (batched signatures): golden I/O records each one
+    static_batches: Callable[[Any], tuple[tuple[int, int], ...]] = lambda settings: ()
 
 
 def runtime_backend(name: str) -> RuntimeBackend:

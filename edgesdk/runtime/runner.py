@@ -74,6 +74,12 @@ class Runner:
         """The sequence lengths the artefact is compiled for (() = any); a batch runs in the smallest that fits."""
         return tuple(runtime_backend(self.bundle.backend).static_lengths(self.bundle.settings))
 
+    @property
+    def static_batches(self) -> tuple[tuple[int, int], ...]:
+        """The static [batch >= 2, length] shapes the artefact also has (batched signatures); a batch of exactly
+        that many rows at that length runs in it."""
+        return tuple(runtime_backend(self.bundle.backend).static_batches(self.bundle.settings))
+
     # -- sentence level ----------------------------------------------------------------------------------------
     def embed(self, items: Any, batch_size: int = 32) -> np.ndarray:
         """Embeddings [N, D]: sentence embeddings pooled and normalised as the model was trained (like ST

@@ -276,4 +276,5 @@ def _describe(bundle: Bundle) -> list[tuple[str, str]]:
 RUNTIME = RuntimeBackend(name="tflite", label="LiteRT CPU (XNNPACK) or a delegate",
                          open_session=open_session, settings=TFLiteSettings, install=INSTALL,
                          describe=_describe, warm_up=lambda settings: interpreter_module(),
-                         static_lengths=lambda settings: settings.buckets)
+                         static_lengths=lambda settings: settings.buckets,
+                         static_batches=lambda settings: tuple((int(b), int(n)) for b, n in settings.batches))
