@@ -8,8 +8,10 @@ Peers, all built here from the first bundle's source model (manifest model.sourc
 baseline), PyTorch `quantize_dynamic` (qint8 Linear), ONNX Runtime with its BERT fusions (FP32), those fusions +
 ORT `quantize_dynamic` (s8 per-channel), and OpenVINO `nncf.compress_weights` INT8 (f32 hint). Latency is p50 of
 batch 1 at --seq, every pipeline interleaved with the others (a shared CPU hurts all alike). Fidelity is the
-cosine of pooled embeddings vs PyTorch FP32 over STS-B sentences (skipped when --data is absent). Needs the export
-extra plus onnxruntime and openvino.
+cosine of pooled embeddings vs PyTorch FP32 over STS-B sentences (skipped when --data is absent). Three floors
+run in the same rotation: the model's matrix products alone (every weight GEMM as [seq, K] x [K, N], plus Q·Kᵀ
+and P·V per attention block) in ONNX Runtime, as fp32 MatMul and as MatMulInteger with u8 and s8 weights; every
+row's "vs int8 floor" divides by the faster int8 one. Needs the export extra plus onnxruntime and openvino.
 """
 
 import json
@@ -51,8 +53,76 @@ def openvino_weight_int8(onnx_path: Path, threads: int):
     return lambda feeds: compiled(feeds)[0]
 
 
-def peers(source: str, work: Path, threads: int) -> dict:
-    """name → run(feeds) -> last_hidden_state, for every peer pipeline (the first is the FP32 reference)."""
+def model_gemms(onnx_path: Path, seq: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """The (A shape, B shape) of every matrix product the model computes at batch 1, `seq` tokens: each MatMul/Gemm
+    on a 2-D weight as [seq, K] x [K, N], and per attention block (one per Softmax) Q·Kᵀ and P·V over the heads."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgesdk.backends.ort_fusion import heads_and_hidden
+
+    model = onnx.load(str(onnx_path))
+    weights = {i.name: numpy_helper.to_array(i).shape for i in model.graph.initializer}
+    gemms = []
+    for node in model.graph.node:
+        shape = weights.get(node.input[1]) if node.op_type in ("MatMul", "Gemm") and len(node.input) > 1 else None
+        if shape is not None and len(shape) == 2:
+            k, n = shape[::-1] if node.op_type == "Gemm" and any(
+                a.name == "transB" and a.i for a in node.attribute) else shape
+            gemms.append(((seq, k), (k, n)))
+    heads, hidden = heads_and_hidden(model)
+    if heads:
+        size = hidden // heads
+        for _ in range(sum(n.op_type == "Softmax" for n in model.graph.node)):
+            gemms += [((heads, seq, size), (heads, size, seq)), ((heads, seq, seq), (heads, seq, size))]
+    return gemms
+
+
+def gemm_floor(gemms, weights: str, threads: int):
+    """A run(feeds) doing nothing but the model's matrix products in ONNX Runtime, on random data: the floor any
+    pipeline built on those kernels is measured against. weights "u8"/"s8": MatMulInteger with uint8 activations
+    (ORT's U8U8 / U8S8 kernels), "fp32": MatMul. 2-D weights are initializers, so ORT prepacks them as it does a
+    model's; the attention products take both operands as inputs, as in the model. The feeds a caller passes are
+    ignored."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgesdk.runtime.onnxruntime import session_options
+
+    rng = np.random.default_rng(0)
+    a_type, a_dtype = (TensorProto.FLOAT, np.float32) if weights == "fp32" else (TensorProto.UINT8, np.uint8)
+    b_type, b_dtype = {"u8": (TensorProto.UINT8, np.uint8), "s8": (TensorProto.INT8, np.int8),
+                       "fp32": (TensorProto.FLOAT, np.float32)}[weights]
+
+    def values(shape, dtype):
+        if dtype == np.float32:
+            return rng.standard_normal(shape).astype(np.float32)
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max + 1, shape).astype(dtype)
+
+    nodes, inputs, outputs, initializers, feeds = [], [], [], [], {}
+    for i, (a, b) in enumerate(gemms):
+        inputs.append(helper.make_tensor_value_info(f"a{i}", a_type, list(a)))
+        feeds[f"a{i}"] = values(a, a_dtype)
+        if len(b) == 2:  # a weight
+            initializers.append(numpy_helper.from_array(values(b, b_dtype), f"b{i}"))
+        else:  # the attention products: both operands computed
+            inputs.append(helper.make_tensor_value_info(f"b{i}", a_type, list(b)))
+            feeds[f"b{i}"] = values(b, a_dtype)
+        outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT if weights == "fp32"
+                                                     else TensorProto.INT32, None))
+        nodes.append(helper.make_node("MatMul" if weights == "fp32" else "MatMulInteger", [f"a{i}", f"b{i}"],
+                                      [f"y{i}"]))
+    model = helper.make_model(helper.make_graph(nodes, "gemms", inputs, outputs, initializers),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    session = ort.InferenceSession(model.SerializeToString(), session_options(ort, threads),
+                                   providers=["CPUExecutionProvider"])
+    return lambda _feeds: session.run(None, feeds)
+
+
+def peers(source: str, work: Path, threads: int) -> tuple[dict, Path]:
+    """name → run(feeds) -> last_hidden_state for every peer pipeline (the first is the FP32 reference), and the
+    model's FP32 ONNX export they were built from."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     import onnx
 
@@ -68,7 +138,7 @@ def peers(source: str, work: Path, threads: int) -> dict:
             "PyTorch quantize_dynamic": torch_model(source, threads, dynamic_int8=True),
             "ORT fusion FP32": ort_session(work / "fused.onnx", threads),
             "ORT fusion + quantize_dynamic s8": ort_session(work / "fused_dynamic.onnx", threads),
-            "OpenVINO compress_weights INT8": openvino_weight_int8(exported, threads)}
+            "OpenVINO compress_weights INT8": openvino_weight_int8(exported, threads)}, exported
 
 
 def bundle_labels(paths: list[str]) -> list[str]:
@@ -93,12 +163,16 @@ def main() -> int:
     runners = [load(b, threads=args.threads) for b in args.bundles]
     first = runners[0]
     with tempfile.TemporaryDirectory(prefix="edgesdk-peers-") as tmp:
-        pipelines = peers(first.manifest.model.source, Path(tmp), args.threads)
+        pipelines, exported = peers(first.manifest.model.source, Path(tmp), args.threads)
         labels = bundle_labels(args.bundles)
         runs = {**pipelines, **{label: (lambda r: lambda f: r.run(f)[r.outputs[0].name])(r)
                                 for label, r in zip(labels, runners)}}
         tokenize = {**{name: first.tokenize for name in pipelines},
                     **{label: r.tokenize for label, r in zip(labels, runners)}}
+        gemms = model_gemms(exported, args.seq)
+        macs = sum(int(np.prod(a)) * b[-1] for a, b in gemms)
+        floors = {f"floor: the model's {len(gemms)} GEMMs only, {kind}": gemm_floor(gemms, kind, args.threads)
+                  for kind in ("fp32", "u8", "s8")}
         fidelity = {}
         if Path(args.data).is_file():
             texts = read_corpus(args.data)[: args.sentences]
@@ -109,21 +183,26 @@ def main() -> int:
         else:
             print(f"no {args.data}: fidelity skipped")
         feeds = {name: feeds_for(r, 1, args.seq) for name, r in zip(runs, [first] * len(pipelines) + runners)}
-        timed = [timer(run, feeds[name]) for name, run in runs.items()]
+        runs.update(floors)
+        timed = [timer(run, feeds.get(name, {})) for name, run in runs.items()]
         sinks = [[] for _ in timed]
         run_interleaved(timed, sinks, BenchConfig(threads=args.threads, seq=args.seq, warmup=args.warmup,
                                                   iterations=args.iterations))
     p50 = {name: float(np.percentile(s, 50)) for name, s in zip(runs, sinks)}
     base = p50["PyTorch FP32 eager"]
+    floor = min(p50[name] for name in floors if not name.endswith("fp32"))
     print(f"seq {args.seq}, batch 1, {args.threads} thread(s), {args.iterations} interleaved iterations; "
-          f"fidelity: {args.sentences} sentences of {Path(args.data).name} vs PyTorch FP32")
-    print(f"{'pipeline':44} {'p50 ms':>8} {'vs eager':>9} {'cos mean':>9} {'cos min':>9}")
+          f"fidelity: {args.sentences} sentences of {Path(args.data).name} vs PyTorch FP32; the floors run the "
+          f"model's matrix products alone ({macs / 1e9:.2f} GMAC; int8 floor = the faster of u8/s8, "
+          f"{macs / floor / 1e6:.0f} GMAC/s)")
+    print(f"{'pipeline':44} {'p50 ms':>8} {'vs eager':>9} {'vs int8 floor':>13} {'cos mean':>9} {'cos min':>9}")
     rows = {}
     for name, value in p50.items():
         fid = fidelity.get(name, {})
-        rows[name] = {"p50_ms": round(value, 3), "ratio_vs_eager": round(value / base, 3), **fid}
-        print(f"{name[:44]:44} {value:8.2f} {value / base:9.3f} {fid.get('cosine_mean', float('nan')):9.5f} "
-              f"{fid.get('cosine_min', float('nan')):9.5f}")
+        rows[name] = {"p50_ms": round(value, 3), "ratio_vs_eager": round(value / base, 3),
+                      "ratio_vs_int8_floor": round(value / floor, 3), **fid}
+        print(f"{name[:44]:44} {value:8.2f} {value / base:9.3f} {value / floor:13.2f} "
+              f"{fid.get('cosine_mean', float('nan')):9.5f} {fid.get('cosine_min', float('nan')):9.5f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"config": vars(args), "pipelines": rows}, indent=2))
     return 0
