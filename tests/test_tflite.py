@@ -296,15 +296,21 @@ def test_row_plan_fills_batches_and_pads_a_half_full_tail():
     assert row_plan(13, (1, 4, 16)) == [16] and row_plan(6, (1, 4, 16)) == [4, 4] and row_plan(0, (1, 4)) == []
 
 
+def _record_calls(runner, shape: tuple[int, int]) -> list:
+    """The input shapes each call of the runner's `shape` signature receives, from now on (this thread)."""
+    session = runner._session
+    session._interpreter()
+    calls: list = []
+    signature = session._local.runners[shape]
+    session._local.runners[shape] = lambda **f: calls.append(f["input_ids"].shape) or signature(**f)
+    return calls
+
+
 def test_a_batch_runs_in_the_batched_signature_and_matches_rows_run_alone(android):
     texts = ["short", "a third text", "word " * 40, "four", "five words in this one", "six", "seven", "eight"]
     for kind in ("fp32", "dynamic"):  # full integer has no batched signatures
         with load(android[kind], threads=1) as runner:
-            session = runner._session
-            session._interpreter()
-            calls = []
-            batched = session._local.runners[(4, 16)]
-            session._local.runners[(4, 16)] = lambda **f: calls.append(f["input_ids"].shape) or batched(**f)
+            calls = _record_calls(runner, (4, 16))
             together = runner.embed(texts, batch_size=8)
             alone = np.concatenate([runner.embed([t]) for t in texts])
         assert calls == [(4, 16), (4, 16)], kind  # 7 short rows: one full batch of 4, then 3 of 4 padded
@@ -317,11 +323,7 @@ def test_golden_io_runs_every_batched_signature_and_the_bundle_checks_itself(and
 
     for kind in ("fp32", "dynamic"):
         with load(android[kind], threads=1) as runner:
-            session = runner._session
-            session._interpreter()
-            calls = []
-            batched = session._local.runners[(4, 16)]
-            session._local.runners[(4, 16)] = lambda **f: calls.append(f["input_ids"].shape) or batched(**f)
+            calls = _record_calls(runner, (4, 16))
             case = runner.manifest.golden.per_length[-1]
             feeds = {k: v for k, v in np.load(runner.bundle.file(case.inputs)).items()}
             got = runner.postprocess(feeds, runner.run(feeds)[runner.outputs[0].name])

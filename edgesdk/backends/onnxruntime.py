@@ -147,10 +147,7 @@ def dedicated_dequantize(path: Path) -> int:
 
     model = onnx.load(str(path))
     graph = model.graph
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = _consumers(graph)
     producer = {out: node for node in graph.node for out in node.output}
     outputs = {o.name for o in graph.output}
     made = 0
@@ -190,10 +187,7 @@ def unsigned_weights(path: Path) -> int:
     model = onnx.load(str(path))
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
-    consumers: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers[name] = consumers.get(name, 0) + 1
+    consumers = _consumers(graph)
     made = 0
     for node in graph.node:
         if node.op_type != "DequantizeLinear" or node.input[0] not in initializers:
@@ -201,7 +195,7 @@ def unsigned_weights(path: Path) -> int:
         weight = numpy_helper.to_array(initializers[node.input[0]])
         zero_name = node.input[2] if len(node.input) > 2 else ""
         zero = numpy_helper.to_array(initializers[zero_name]) if zero_name in initializers else None
-        if weight.dtype != np.int8 or consumers[node.input[0]] != 1 or (zero is not None and zero.any()) \
+        if weight.dtype != np.int8 or len(consumers[node.input[0]]) != 1 or (zero is not None and zero.any()) \
                 or (zero_name and zero is None):
             continue
         initializers[node.input[0]].CopyFrom(
@@ -241,10 +235,7 @@ def gather_before_dequantize(path: Path) -> int:
     model = onnx.load(str(path))
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = _consumers(graph)
     outputs = {o.name for o in graph.output}
     made = 0
     for dq in [n for n in graph.node if n.op_type == "DequantizeLinear"]:
@@ -296,6 +287,15 @@ def gather_before_dequantize(path: Path) -> int:
     if made:
         onnx.save(model, str(path))
     return made
+
+
+def _consumers(graph) -> dict[str, list]:
+    """Tensor name → the nodes that read it, in graph order."""
+    found: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            found.setdefault(name, []).append(node)
+    return found
 
 
 def _replace(graph, node, new_nodes: list) -> None:
