@@ -185,11 +185,17 @@ def test_onnxruntime_int8_stores_weights_for_the_u8u8_kernels(tiny_export):
     path = Path(next(b.path for b in tiny_export.bundles if b.backend == "onnxruntime" and b.precision == "int8"))
     decisions = read_bundle(path).manifest.quantization.decisions
     assert decisions["weights"]["re_expressed"] >= 12
+    probe = decisions["weights"]["signed_where_exact"]  # layers whose U8S8 outputs matched U8U8 went back to int8
+    assert probe["samples"] == 16 and len(probe["signed"]) + len(probe["kept_unsigned"]) >= 12
     model = onnx.load(str(path / "model.onnx"))
     inits = {i.name: i for i in model.graph.initializer}
-    weights = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
-    assert weights and all(inits[n.input[0]].data_type == onnx.TensorProto.UINT8 for n in weights)
-    assert all((numpy_helper.to_array(inits[n.input[2]]) == 128).all() for n in weights)
+    users = {i: n.name for n in model.graph.node for i in n.input}
+    weights = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+               and users.get(n.output[0]) in set(probe["signed"]) | set(probe["kept_unsigned"])]
+    for node in weights:
+        signed = users[node.output[0]] in probe["signed"]
+        assert inits[node.input[0]].data_type == (onnx.TensorProto.INT8 if signed else onnx.TensorProto.UINT8)
+        assert (numpy_helper.to_array(inits[node.input[2]]) == (0 if signed else 128)).all()
 
 
 def test_onnxruntime_int8_gathers_embedding_rows_before_dequantizing(tiny_export):
@@ -240,6 +246,45 @@ def test_gather_before_dequantize_keeps_the_outputs_bit_identical(tmp_path, axis
     after = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     assert np.array_equal(before, after)
     assert "DequantizeLinear" not in [n.op_type for n in onnx.load(str(path)).graph.node if n.output[0] == "t_dq"]
+
+
+@pytest.mark.parametrize("weight_range, signed", [(10, True), (127, False)])
+def test_weights_go_back_to_int8_only_where_u8s8_matches_u8u8(tmp_path, weight_range, signed):
+    """Small weights cannot saturate a pair of u8 x s8 products: that MatMul gets int8 weights back and the same
+    outputs. Full-range weights against extreme activations saturate on AVX2 without VNNI (they stay uint8); on
+    a CPU whose U8S8 kernel does not saturate the outputs agree and the layer goes to int8, also correct."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgesdk.backends.onnxruntime import signed_where_exact, unsigned_weights
+
+    rng = np.random.default_rng(2)
+    w = rng.integers(-weight_range, weight_range + 1, (64, 32)).astype(np.int8)
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+         helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+         helper.make_node("DequantizeLinear", ["w", "ws"], ["wd"], axis=1),
+         helper.make_node("MatMul", ["xd", "wd"], ["y"], name="mm")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 32])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.full(32, 0.01, np.float32), "ws"),
+         numpy_helper.from_array(np.array(0.05, np.float32), "xs"), numpy_helper.from_array(np.array(0, np.int8), "xz")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert unsigned_weights(path) == 1
+    # activations at the ends of the int8 range, signs matching the weights' so pairs of products pile up
+    feeds = [{"x": (np.sign(w[:, 0]).astype(np.float32) * 6.35)[None, :].repeat(8, 0)} for _ in range(2)]
+    before = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds[0])[0]
+    chosen = signed_where_exact(path, feeds)
+    assert chosen["samples"] == 2
+    stored = {i.name: i.data_type for i in onnx.load(str(path)).graph.initializer}["w"]
+    assert (chosen["signed"] == ["mm"]) == (stored == TensorProto.INT8)
+    if signed:
+        assert chosen["signed"] == ["mm"]
+    if chosen["signed"]:
+        after = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds[0])[0]
+        assert np.allclose(before, after, rtol=1e-4, atol=1e-4)
 
 
 def test_unsigned_weights_keep_the_dequantized_values(tmp_path):

@@ -38,6 +38,10 @@ class ORTDevice:
     # the 512 held-out texts 0.99436 / min 0.93985 with s8, 0.99672 / 0.95361 with u8, ~6 % slower. "s8" suits
     # VNNI/AMX x86 and ARM devices, where u8s8 does not saturate and is the faster kernel.
     weights: str = field(default="u8", metadata=check(choices=("u8", "s8")))
+    # with "u8": store a layer's weights back as int8 (faster U8S8 kernels) where its MatMul gives the same
+    # outputs with either on the calibration activations, i.e. where U8S8 did not saturate (MiniLM: the six
+    # FFN-out MatMuls, a third of the MACs)
+    signed_where_exact: bool = True
     # ORT's transformer fusions (Attention, SkipLayerNormalization, BiasGelu, EmbedLayerNormalization) for the FP32
     # and dynamic INT8 artefacts; false ships standard ops only
     fusion: bool = True
@@ -97,6 +101,8 @@ def _quantize(ctx: ConvertContext, target: Path) -> dict:
             decisions["weights"] = {"stored": "uint8, zero point 128 (U8U8 kernels)",
                                     "re_expressed": unsigned_weights(target),
                                     "why": "u8s8 kernels saturate on x86 without VNNI (--ort-weights s8 keeps int8)"}
+            if ctx.profile.device.weights == "u8" and ctx.profile.device.signed_where_exact:
+                decisions["weights"]["signed_where_exact"] = signed_where_exact(target, ctx.calibration)
     decisions["fusion"] = {"applied": {}, "why": "NNCF cannot quantize ORT's fused contrib ops (its SmoothQuant "
                                                  "fails on Attention): static INT8 stays on standard ops"}
     return decisions
@@ -215,6 +221,124 @@ def unsigned_weights(path: Path) -> int:
         graph.initializer.extend(kept)
         onnx.save(model, str(path))
     return made
+
+
+def signed_where_exact(path: Path, calibration, samples: int = 16) -> dict:
+    """Store back as int8 (zero point 0, ORT's faster U8S8 kernels) every uint8 weight of `unsigned_weights` whose
+    MatMul gives bit-identical outputs either way on the calibration activations; returns what was chosen.
+
+    U8S8 on x86 without VNNI saturates only where a pair of activation × weight products overflows int16, which
+    depends on the layer: on MiniLM the FFN-out MatMuls (a third of the MACs) never did, every other one did. Each
+    weight MatMul's quantized input is captured on `samples` calibration items, then run through ORT's own fused
+    kernel (MatMulIntegerToFloat) once with the uint8 and once with the int8 weight: integer GEMMs without
+    saturation agree exactly, so only layers whose outputs agree (to AGREE) switch. A layer whose probe ORT
+    does not fuse into an integer kernel stays uint8 (a float MatMul would agree by construction)."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    initializers = {i.name: i for i in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    candidates = []  # (matmul, activation DQ, activation Q, weight DQ)
+    for node in graph.node:
+        if node.op_type != "MatMul" or len(node.input) != 2:
+            continue
+        a_dq, w_dq = producer.get(node.input[0]), producer.get(node.input[1])
+        if a_dq is None or w_dq is None or a_dq.op_type != "DequantizeLinear" or w_dq.op_type != "DequantizeLinear" \
+                or w_dq.input[0] not in initializers or len(w_dq.input) < 3 \
+                or not w_dq.input[2].endswith("_zero_point_u8"):
+            continue
+        a_q = producer.get(a_dq.input[0])
+        if a_q is not None and a_q.op_type == "QuantizeLinear" and len(a_dq.input) == 3 \
+                and all(i in initializers for i in a_dq.input[1:]):
+            candidates.append((node, a_dq, a_q, w_dq))
+    chosen = {"signed": [], "kept_unsigned": [], "samples": 0}
+    if not candidates or calibration is None or not len(calibration):
+        return chosen
+    captured = {a_q.output[0]: [] for _, _, a_q, _ in candidates}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for _, _, a_q, _ in candidates:  # the quantized activations, typed as their zero point
+        zero = numpy_helper.to_array(initializers[a_q.input[2]]) if len(a_q.input) > 2 else np.zeros((), np.uint8)
+        probe.graph.output.append(helper.make_tensor_value_info(
+            a_q.output[0], helper.np_dtype_to_tensor_dtype(zero.dtype), None))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"],
+                                   disabled_optimizers=list(KEEP_DEDICATED_PAIRS))
+    wanted = {i.name for i in session.get_inputs()}
+    for feeds in list(calibration)[:samples]:
+        values = session.run(list(captured), {k: v for k, v in feeds.items() if k in wanted})
+        for name, value in zip(captured, values):
+            captured[name].append(value.reshape(-1, value.shape[-1]))
+    chosen["samples"] = min(samples, len(calibration))
+    for matmul, a_dq, a_q, w_dq in candidates:
+        # the captured integers as the floats they stand for: the probe's QuantizeLinear gives them back exactly
+        scale = numpy_helper.to_array(initializers[a_dq.input[1]]).astype(np.float32)
+        zero_point = numpy_helper.to_array(initializers[a_dq.input[2]]).astype(np.float32)
+        rows = ((np.concatenate(captured[a_q.output[0]]).astype(np.float32) - zero_point) * scale).astype(np.float32)
+        weight = numpy_helper.to_array(initializers[w_dq.input[0]])
+        signed = (weight.astype(np.int16) - 128).astype(np.int8)
+        outputs = []
+        for w, zero in ((weight, numpy_helper.to_array(initializers[w_dq.input[2]])),
+                        (signed, np.zeros(numpy_helper.to_array(initializers[w_dq.input[2]]).shape, np.int8))):
+            inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(zero, "w_zero"),
+                     *(numpy_helper.from_array(numpy_helper.to_array(initializers[source]), name)
+                       for source, name in ((w_dq.input[1], "w_scale"), (a_dq.input[1], "a_scale"),
+                                            (a_dq.input[2], "a_zero")))]
+            small = helper.make_graph(  # Q → DQ on the activation as in the model: ORT fuses that pattern
+                [helper.make_node("QuantizeLinear", ["a", "a_scale", "a_zero"], ["a_q"]),
+                 helper.make_node("DequantizeLinear", ["a_q", "a_scale", "a_zero"], ["a_dq"]),
+                 helper.make_node("DequantizeLinear", ["w", "w_scale", "w_zero"], ["w_dq"],
+                                  **{a.name: helper.get_attribute_value(a) for a in w_dq.attribute}),
+                 helper.make_node("MatMul", ["a_dq", "w_dq"], ["y"])], "probe",
+                [helper.make_tensor_value_info("a", TensorProto.FLOAT, list(rows.shape))],
+                [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+            small_model = helper.make_model(small, opset_imports=[helper.make_opsetid("", 17)])
+            small_model.ir_version = model.ir_version
+            outputs.append(_integer_matmul_outputs(small_model, rows))
+        exact = outputs[0] is not None and outputs[1] is not None and \
+            float(np.linalg.norm(outputs[1] - outputs[0])) <= AGREE * float(np.linalg.norm(outputs[0]))
+        if exact:
+            initializers[w_dq.input[0]].CopyFrom(numpy_helper.from_array(signed, w_dq.input[0]))
+            zero_name = f"{w_dq.input[0]}_zero_point_s8"
+            graph.initializer.append(numpy_helper.from_array(
+                np.zeros(numpy_helper.to_array(initializers[w_dq.input[2]]).shape, np.int8), zero_name))
+            w_dq.input[2] = zero_name
+        chosen["signed" if exact else "kept_unsigned"].append(matmul.name)
+    if chosen["signed"]:
+        used = {name for n in graph.node for name in n.input}
+        kept = [i for i in graph.initializer if i.name in used]
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+        onnx.save(model, str(path))
+    return chosen
+
+
+AGREE = 1e-4  # relative L2 difference that still counts as the same outputs: a stray saturated pair, no more
+# (MiniLM: the FFN-out MatMuls 0 or 5e-5; every other layer 0.009-0.04)
+
+
+def _integer_matmul_outputs(model, rows):
+    """The probe's outputs on `rows`, or None when ORT does not run its MatMul as an integer kernel."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="edgesdk-u8s8-") as tmp:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = 1
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        ops = {n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node}
+    if not ops & set(INTEGER_MATMULS):
+        return None
+    return session.run(None, {"a": rows})[0]
 
 
 def gather_before_dequantize(path: Path) -> int:
