@@ -39,6 +39,12 @@ def read_corpus(path: str) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+def bundle_labels(paths: list[str]) -> list[str]:
+    """Each bundle's folder name, with its parent folder where two bundles share a name (before/after runs)."""
+    names = [Path(p).name for p in paths]
+    return [f"{Path(p).parent.name}/{n}" if names.count(n) > 1 else n for p, n in zip(paths, names)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundles", nargs="+")
@@ -59,8 +65,8 @@ def main() -> int:
     st = SentenceTransformer(runners[0].manifest.model.source, device="cpu")
     jobs = {"sentence-transformers encode() (PyTorch FP32)":
             lambda: st.encode(texts, batch_size=args.batch, convert_to_numpy=True)}
-    for path, runner in zip(args.bundles, runners):
-        jobs[Path(path).name] = (lambda r: lambda: r.embed(texts, batch_size=args.batch))(runner)
+    for label, runner in zip(bundle_labels(args.bundles), runners):
+        jobs[label] = (lambda r: lambda: r.embed(texts, batch_size=args.batch))(runner)
     best = {name: float("inf") for name in jobs}
     vectors = {}
     for _ in range(args.rounds):

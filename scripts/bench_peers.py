@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from bench_corpus import read_corpus  # noqa: E402
+from bench_corpus import bundle_labels, read_corpus  # noqa: E402
 from bench_vs_pytorch import interleaved_arguments, torch_model  # noqa: E402
 from edgesdk.runtime import load  # noqa: E402
 from edgesdk.runtime.bench import BenchConfig, feeds_for, run_interleaved, timer  # noqa: E402
@@ -139,12 +139,6 @@ def peers(source: str, work: Path, threads: int) -> tuple[dict, Path]:
             "ORT fusion FP32": ort_session(work / "fused.onnx", threads),
             "ORT fusion + quantize_dynamic s8": ort_session(work / "fused_dynamic.onnx", threads),
             "OpenVINO compress_weights INT8": openvino_weight_int8(exported, threads)}, exported
-
-
-def bundle_labels(paths: list[str]) -> list[str]:
-    """Each bundle's folder name, with its parent folder where two bundles share a name (before/after runs)."""
-    names = [Path(p).name for p in paths]
-    return [f"{Path(p).parent.name}/{n}" if names.count(n) > 1 else n for p, n in zip(paths, names)]
 
 
 def embeddings(run, tokenize, texts: list[str], batch: int = 16) -> np.ndarray:
