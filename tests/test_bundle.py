@@ -287,6 +287,34 @@ def test_weights_go_back_to_int8_only_where_u8s8_matches_u8u8(tmp_path, weight_r
         assert np.allclose(before, after, rtol=1e-4, atol=1e-4)
 
 
+def test_a_failing_saturation_probe_leaves_the_weights_unsigned(tiny_model_dir, tmp_path, monkeypatch):
+    """The int8-weights step only speeds a bundle up: when ORT cannot run its probe the export still succeeds,
+    every weight stays uint8, and the manifest says why."""
+    import onnx
+
+    from edgesdk.api import ExportOptions, export
+    from edgesdk.backends import onnxruntime as ort_backend
+
+    from conftest import write_profile
+
+    def broken(model, rows):
+        raise RuntimeError("probe failed")
+
+    monkeypatch.setattr(ort_backend, "_integer_matmul_outputs", broken)
+    profile = write_profile(tmp_path / "tiny-ort.toml", "onnxruntime", name="tiny-ort",
+                            fidelity={"cosine_mean": 0.98, "cosine_min": 0.9}, quant={"samples": 32})
+    result = export(ExportOptions(targets=(str(profile),), model=str(tiny_model_dir), out=str(tmp_path / "dist"),
+                                  precisions=("int8",), fidelity_samples=16, progress=False))
+    path = Path(result.bundles[0].path)
+    weights = read_bundle(path).manifest.quantization.decisions["weights"]
+    assert weights["signed_where_exact"] == {"skipped": "RuntimeError: probe failed"}
+    model = onnx.load(str(path / "model.onnx"))
+    inits = {i.name: i.data_type for i in model.graph.initializer}
+    stored = [inits[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+              and len(n.input) > 2 and n.input[2].endswith("_zero_point_u8")]
+    assert stored and set(stored) == {onnx.TensorProto.UINT8}
+
+
 def test_unsigned_weights_keep_the_dequantized_values(tmp_path):
     import numpy as np
     import onnx

@@ -102,7 +102,10 @@ def _quantize(ctx: ConvertContext, target: Path) -> dict:
                                     "re_expressed": unsigned_weights(target),
                                     "why": "u8s8 kernels saturate on x86 without VNNI (--ort-weights s8 keeps int8)"}
             if ctx.profile.device.weights == "u8" and ctx.profile.device.signed_where_exact:
-                decisions["weights"]["signed_where_exact"] = signed_where_exact(target, ctx.calibration)
+                try:  # a speed step only: if ORT cannot run a probe, every weight stays uint8 (the file unchanged)
+                    decisions["weights"]["signed_where_exact"] = signed_where_exact(target, ctx.calibration)
+                except Exception as exc:  # noqa: BLE001 (ORT raises its own Fail/InvalidGraph types)
+                    decisions["weights"]["signed_where_exact"] = {"skipped": f"{type(exc).__name__}: {exc}"[:300]}
     decisions["fusion"] = {"applied": {}, "why": "NNCF cannot quantize ORT's fused contrib ops (its SmoothQuant "
                                                  "fails on Attention): static INT8 stays on standard ops"}
     return decisions
