@@ -269,7 +269,8 @@ def test_weights_go_back_to_int8_only_where_u8s8_matches_u8u8(tmp_path, weight_r
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 64])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 32])],
         [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.full(32, 0.01, np.float32), "ws"),
-         numpy_helper.from_array(np.array(0.05, np.float32), "xs"), numpy_helper.from_array(np.array(0, np.int8), "xz")])
+         numpy_helper.from_array(np.array(0.05, np.float32), "xs"),
+         numpy_helper.from_array(np.array(0, np.int8), "xz")])
     path = tmp_path / "m.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     assert unsigned_weights(path) == 1

@@ -218,11 +218,7 @@ def unsigned_weights(path: Path) -> int:
         node.input[2] = unsigned_zero
         made += 1
     if made:
-        used = {name for n in graph.node for name in n.input}
-        kept = [i for i in graph.initializer if i.name in used]
-        del graph.initializer[:]
-        graph.initializer.extend(kept)
-        onnx.save(model, str(path))
+        _save_pruned(model, path)
     return made
 
 
@@ -313,12 +309,20 @@ def signed_where_exact(path: Path, calibration, samples: int = 16) -> dict:
             w_dq.input[2] = zero_name
         chosen["signed" if exact else "kept_unsigned"].append(matmul.name)
     if chosen["signed"]:
-        used = {name for n in graph.node for name in n.input}
-        kept = [i for i in graph.initializer if i.name in used]
-        del graph.initializer[:]
-        graph.initializer.extend(kept)
-        onnx.save(model, str(path))
+        _save_pruned(model, path)
     return chosen
+
+
+def _save_pruned(model, path: Path) -> None:
+    """Save `model` to `path` without the initializers no node reads any more (the replaced weights and zero points)."""
+    import onnx
+
+    graph = model.graph
+    used = {name for node in graph.node for name in node.input}
+    kept = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    onnx.save(model, str(path))
 
 
 AGREE = 1e-4  # relative L2 difference that still counts as the same outputs: a stray saturated pair, no more
