@@ -91,8 +91,7 @@ def gemm_floor(gemms, weights: str, threads: int):
 
     rng = np.random.default_rng(0)
     a_type, a_dtype = (TensorProto.FLOAT, np.float32) if weights == "fp32" else (TensorProto.UINT8, np.uint8)
-    b_type, b_dtype = {"u8": (TensorProto.UINT8, np.uint8), "s8": (TensorProto.INT8, np.int8),
-                       "fp32": (TensorProto.FLOAT, np.float32)}[weights]
+    b_dtype = {"u8": np.uint8, "s8": np.int8, "fp32": np.float32}[weights]
 
     def values(shape, dtype):
         if dtype == np.float32:

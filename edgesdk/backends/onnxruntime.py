@@ -101,7 +101,7 @@ def _quantize(ctx: ConvertContext, target: Path) -> dict:
             decisions["weights"] = {"stored": "uint8, zero point 128 (U8U8 kernels)",
                                     "re_expressed": unsigned_weights(target),
                                     "why": "u8s8 kernels saturate on x86 without VNNI (--ort-weights s8 keeps int8)"}
-            if ctx.profile.device.weights == "u8" and ctx.profile.device.signed_where_exact:
+            if ctx.profile.device.signed_where_exact:
                 try:  # a speed step only: if ORT cannot run a probe, every weight stays uint8 (the file unchanged)
                     decisions["weights"]["signed_where_exact"] = signed_where_exact(target, ctx.calibration)
                 except Exception as exc:  # noqa: BLE001 (ORT raises its own Fail/InvalidGraph types)
@@ -246,9 +246,8 @@ def signed_where_exact(path: Path, calibration, samples: int = 16) -> dict:
         if node.op_type != "MatMul" or len(node.input) != 2:
             continue
         a_dq, w_dq = producer.get(node.input[0]), producer.get(node.input[1])
-        if a_dq is None or w_dq is None or a_dq.op_type != "DequantizeLinear" or w_dq.op_type != "DequantizeLinear" \
-                or w_dq.input[0] not in initializers or len(w_dq.input) < 3 \
-                or not w_dq.input[2].endswith("_zero_point_u8"):
+        if a_dq is None or w_dq is None or a_dq.op_type != "DequantizeLinear" \
+                or not _unsigned_weight(w_dq, initializers):
             continue
         a_q = producer.get(a_dq.input[0])
         if a_q is not None and a_q.op_type == "QuantizeLinear" and len(a_dq.input) == 3 \
@@ -281,9 +280,9 @@ def signed_where_exact(path: Path, calibration, samples: int = 16) -> dict:
         rows = ((np.concatenate(captured[a_q.output[0]]).astype(np.float32) - zero_point) * scale).astype(np.float32)
         weight = numpy_helper.to_array(initializers[w_dq.input[0]])
         signed = (weight.astype(np.int16) - 128).astype(np.int8)
+        signed_zero = np.zeros(numpy_helper.to_array(initializers[w_dq.input[2]]).shape, np.int8)
         outputs = []
-        for w, zero in ((weight, numpy_helper.to_array(initializers[w_dq.input[2]])),
-                        (signed, np.zeros(numpy_helper.to_array(initializers[w_dq.input[2]]).shape, np.int8))):
+        for w, zero in ((weight, numpy_helper.to_array(initializers[w_dq.input[2]])), (signed, signed_zero)):
             inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(zero, "w_zero"),
                      *(numpy_helper.from_array(numpy_helper.to_array(initializers[source]), name)
                        for source, name in ((w_dq.input[1], "w_scale"), (a_dq.input[1], "a_scale"),
@@ -304,13 +303,23 @@ def signed_where_exact(path: Path, calibration, samples: int = 16) -> dict:
         if exact:
             initializers[w_dq.input[0]].CopyFrom(numpy_helper.from_array(signed, w_dq.input[0]))
             zero_name = f"{w_dq.input[0]}_zero_point_s8"
-            graph.initializer.append(numpy_helper.from_array(
-                np.zeros(numpy_helper.to_array(initializers[w_dq.input[2]]).shape, np.int8), zero_name))
+            graph.initializer.append(numpy_helper.from_array(signed_zero, zero_name))
             w_dq.input[2] = zero_name
         chosen["signed" if exact else "kept_unsigned"].append(matmul.name)
     if chosen["signed"]:
         _save_pruned(model, path)
     return chosen
+
+
+def _unsigned_weight(dq, initializers) -> bool:
+    """Whether `dq` dequantizes a weight as `unsigned_weights` stores it: uint8 with every zero point 128."""
+    from onnx import TensorProto, numpy_helper
+
+    if dq.op_type != "DequantizeLinear" or len(dq.input) < 3 or dq.input[0] not in initializers \
+            or dq.input[2] not in initializers or initializers[dq.input[0]].data_type != TensorProto.UINT8:
+        return False
+    zero = numpy_helper.to_array(initializers[dq.input[2]])
+    return zero.dtype.kind == "u" and bool((zero == 128).all())
 
 
 def _save_pruned(model, path: Path) -> None:
@@ -378,12 +387,13 @@ def gather_before_dequantize(path: Path) -> int:
                                                                            initializers) \
                 or dq.output[0] in outputs or not users or set(attrs) - {"axis"}:
             continue
-        rank = len(initializers[table].dims)
-        axis = attrs.get("axis", 1) % max(rank, 1)
+        if len(initializers[table].dims) != 2:  # an embedding table: [rows, width]
+            continue
+        axis = attrs.get("axis", 1) % 2
         per_tensor = not initializers[scale_name].dims or initializers[scale_name].dims == [1]
         gathers = [u for u in users if u.op_type == "Gather" and u.input[0] == dq.output[0]
-                   and {a.name: helper.get_attribute_value(a) for a in u.attribute}.get("axis", 0) % rank == 0]
-        if rank != 2 or len(gathers) != len(users) or not (per_tensor or axis in (0, 1)):
+                   and {a.name: helper.get_attribute_value(a) for a in u.attribute}.get("axis", 0) % 2 == 0]
+        if len(gathers) != len(users):
             continue
         zero = numpy_helper.to_array(initializers[zero_name]) if zero_name else None
         for index, gather in enumerate(gathers):
