@@ -41,10 +41,28 @@ def test_fusion_matches_every_attention_and_maps_qkv(tiny_source, tmp_path):
     assert len(fusion.absorbed) == 6
 
 
-def _ort(path):
+def test_fusion_can_leave_layer_norms_standard(tiny_source, tmp_path):
+    """skip_layer_norm=False: Attention still fuses; each residual Add + LayerNormalization stays standard ops and
+    computes what the fused SkipLayerNormalization does."""
+    from edgesdk.backends.ort_fusion import fuse
+
+    fused = fuse(tiny_source.onnx_path, tmp_path / "sln.onnx")
+    plain = fuse(tiny_source.onnx_path, tmp_path / "plain.onnx", skip_layer_norm=False)
+    assert plain.applied.get("Attention") == 2 and "SkipLayerNormalization" not in plain.applied, plain.applied
+    assert plain.applied.get("LayerNormalization") == 4, plain.applied
+    feeds = {"input_ids": np.arange(1000, 1032).reshape(2, 16), "attention_mask": np.ones((2, 16), np.int64),
+             "token_type_ids": np.zeros((2, 16), np.int64)}
+    feeds = {k: v for k, v in feeds.items() if k in tiny_source.input_names}
+    ref = _ort(tmp_path / "sln.onnx").run(None, feeds)[0]
+    got = _ort(tmp_path / "plain.onnx", ["SkipLayerNormFusion"]).run(None, feeds)[0]
+    assert fused.applied.get("SkipLayerNormalization") == 4 and np.abs(ref - got).max() < 1e-4
+
+
+def _ort(path, disabled_optimizers=()):
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(disabled_optimizers))
 
 
 def test_fused_graph_computes_what_the_source_computes(tiny_source, tmp_path):
@@ -91,6 +109,27 @@ def test_fp32_bundle_records_its_fusions(dynamic_export):
     decisions = _decisions(dynamic_export, "fp32")
     assert decisions["fusion"]["applied"]["Attention"] == 2
     assert decisions["kernels"]["by_op"].get("Attention") == 2
+    # the profile default: no SkipLayerNormalization, neither in the file nor made by the session
+    ops = decisions["kernels"]["ops_after_session_optimisation"]
+    assert "SkipLayerNormalization" not in ops and decisions["skip_layer_norm"]["fused"] is False, ops
+
+
+def test_skip_layer_norm_can_be_switched_on(tiny_source, tmp_path):
+    from dataclasses import replace
+
+    from edgesdk.backends import ConvertContext, backend
+    from edgesdk.profiles import load_profile
+    from edgesdk.quant import QuantSpec
+
+    profile = load_profile("onnxruntime")
+    profile = replace(profile, device=replace(profile.device, skip_layer_norm=True))
+    out = tmp_path / "bundle"
+    out.mkdir()
+    ctx = ConvertContext(tiny_source, tiny_source.onnx_path, out, "fp32", QuantSpec.from_profile(profile), None,
+                         profile, work_dir=tmp_path)
+    artefact = backend("onnxruntime").convert(ctx)
+    assert artefact.decisions["fusion"]["applied"]["SkipLayerNormalization"] == 4
+    assert "disabled_optimizers" not in artefact.settings
 
 
 def test_keep_float_names_of_the_unfused_graph_reach_the_fused_node(tiny_source, tmp_path):

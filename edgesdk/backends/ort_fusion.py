@@ -85,11 +85,13 @@ def _projection_width(name: str, consts, producer) -> int | None:
     return int(weight.shape[1]) if weight is not None else None
 
 
-def fuse(src: Path, dst: Path) -> Fusion:
-    """Write `src` with ORT's BERT fusions applied to `dst`; returns what was fused (counts may all be 0)."""
+def fuse(src: Path, dst: Path, skip_layer_norm: bool = True) -> Fusion:
+    """Write `src` with ORT's BERT fusions applied to `dst`; returns what was fused (counts may all be 0).
+    `skip_layer_norm=False` leaves each residual Add + LayerNormalization as standard ops."""
     import logging
 
     import onnx
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     model = onnx.load(str(src))
@@ -100,7 +102,10 @@ def fuse(src: Path, dst: Path) -> Fusion:
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # "failed to detect num_heads" style warnings are reported by the counts instead
     try:
-        fused = optimize_model(model, model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0)
+        options = FusionOptions("bert")
+        options.enable_skip_layer_norm = skip_layer_norm
+        fused = optimize_model(model, model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0,
+                               optimization_options=options)
     finally:
         quiet.setLevel(level)
     fused.save_model_to_file(str(dst))
