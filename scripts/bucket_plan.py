@@ -8,7 +8,7 @@ a cost model fitted to them, and the corpus replayed through the runner's routin
 Each signature of the bundle runs on dummy tokens (interleaved, --rounds times, 1 thread by default; p50 kept).
 A least-squares model ms = a + b·rows·L + c·rows·L² + d·rows, fitted to those timings, prices shapes the bundle
 does not have. The corpus (every unique sentence, tokenized by the bundle's own tokenizer) is then replayed as
-`embed(batch_size=--batch)` runs it: texts sorted longest first by characters, each batch's rows sent to the
+`embed(batch_size=--batch)` runs it: texts sorted longest first by tokens, each batch's rows sent to the
 smallest bucket holding their tokens, each bucket's rows split by `row_plan` over its batched signatures. Per
 layout it prints the predicted model time, padded tokens / real tokens and the signature count (each signature
 adds its tensor tables to the file: ~38 kB for MiniLM's dynamic INT8). A --layout is "buckets;BxL,BxL,...".
@@ -109,7 +109,7 @@ def main() -> int:
         print(f"  [{batch:>3}, {length:>4}]  {ms:8.2f} ms  {ms / (batch * length) * 1000:7.1f} us/token  "
               f"(model {fit:7.2f})")
     print(f"{'layout':70} {'sigs':>4} {'model s':>8} {'padding':>8}")
-    order = np.argsort([-len(t) for t in texts], kind="stable")  # embed()'s order: longest first
+    order = np.argsort(-lengths, kind="stable")  # embed()'s order: most tokens first
     for label, (buckets, shapes) in [("this bundle", own), *layouts]:
         seconds, pad = replay(lengths, order, buckets, shapes, cost, args.batch)
         print(f"{label[:70]:70} {len(buckets) + len(shapes):4} {seconds:8.2f} {pad:8.3f}")

@@ -88,6 +88,25 @@ def test_length_sorted_batching_returns_input_order(runner):
     assert np.allclose(together, alone, atol=1e-5)
 
 
+def test_batches_are_sorted_by_token_count_not_characters(tiny_bundle):
+    """Texts whose character and token lengths disagree (a long word is few tokens, digits and symbols are many):
+    each batch the session sees is as wide as its own longest text in tokens, so the corpus pays the least
+    padding; results still come back in input order, the same as one text at a time."""
+    runner = load(tiny_bundle, threads=1)
+    texts = ["1 2 3 4 5 6 7 8 9", "internationalization", "a, b; c: d!", "hello", "? ! ? !", "extraordinarily"]
+    tokens = runner.tokenize(texts)["attention_mask"].sum(axis=1)
+    assert sorted(tokens, reverse=True) != list(tokens[np.argsort([-len(t) for t in texts], kind="stable")])
+    widths, infer = [], runner._session.infer
+    runner._session.infer = lambda feeds: widths.append(feeds["input_ids"].shape) or infer(feeds)
+    together = runner.embed(texts, batch_size=2)
+    expected = sorted(tokens, reverse=True)
+    assert widths == [(2, int(expected[i])) for i in range(0, len(texts), 2)], widths
+    runner._session.infer = infer
+    alone = np.concatenate([runner.embed([t]) for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    np.testing.assert_allclose(runner.encode(texts, batch_size=2), alone, atol=1e-5)  # encode() sorts the same way
+
+
 def test_bad_threads_value(tiny_bundle):
     with pytest.raises(InputError, match="threads"):
         load(tiny_bundle, threads=0)

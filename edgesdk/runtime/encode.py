@@ -10,7 +10,7 @@ from `ranges`, else from `calibration_embeddings`, else from the batch itself; b
 from __future__ import annotations
 
 import sys
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 
@@ -20,6 +20,7 @@ PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 SIMILARITIES = ("cosine", "dot", "euclidean", "manhattan")
 QUERY_PROMPT_NAMES = ("query",)
 DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
+T = TypeVar("T")
 
 
 def resolve_prompt(prompts: Mapping[str, str], prompt: str | None, prompt_name: str | None,
@@ -131,7 +132,7 @@ def similarity(a: np.ndarray, b: np.ndarray, function: str = "cosine") -> np.nda
     return -np.abs(diff).sum(axis=-1)
 
 
-def progress(batches: Iterable[int], total: int, enabled: bool) -> Iterator[int]:
+def progress(batches: Iterable[T], total: int, enabled: bool) -> Iterator[T]:
     """Batches with an optional progress line on stderr (tqdm when installed; the device may not have it)."""
     if not enabled:
         yield from batches

@@ -2,7 +2,7 @@
 
 The backend's runtime module (`edgesdk/runtime/<backend>.py`, found by the registry) opens the session; the Runner
 validates feeds against the manifest's input specs (names, ranks, static dims, dtypes, token ids inside the
-vocabulary, ids and mask of one shape, the sequence limit), sorts texts by length and batches them like
+vocabulary, ids and mask of one shape, the sequence limit), sorts texts by token count and batches them like
 sentence-transformers `encode()` (results come back in input order), and pools outputs. Runners are thread-safe:
 sessions are created per thread where the runtime needs it, and nothing mutable is shared between calls.
 Anything a runtime still raises on a validated feed is wrapped in an InferenceError naming the feed.
@@ -85,19 +85,24 @@ class Runner:
         """Embeddings [N, D]: sentence embeddings pooled and normalised as the model was trained (like ST
         `encode()`) for texts; the model's feature vector (flattened) for images."""
         items = self._items(items)
-        if self.task != "embedding":
-            raise InputError(f"this bundle's task is '{self.task}', not 'embedding'; use classify() or run().")
+        self._require_task("embedding")
         return self._batched(items, batch_size, self._embed_batch)
 
     def classify(self, items: Any, batch_size: int = 32) -> Classification:
         """Labels and class probabilities for texts (text bundles) or images (image bundles)."""
         items = self._items(items)
-        if self.task != "classification":
-            raise InputError(f"this bundle's task is '{self.task}': it has no classification head, so classify() "
-                             "cannot run. Export a model with a classification head, or use embed().")
+        self._require_task("classification")
         probs = softmax(self._batched(items, batch_size, self._first_output))
         names = list(self.manifest.model.labels) or [str(i) for i in range(probs.shape[1])]
         return Classification([names[i] for i in probs.argmax(axis=1)], probs, names)
+
+    def _require_task(self, task: str) -> None:
+        if self.task == task:
+            return
+        if task == "embedding":
+            raise InputError(f"this bundle's task is '{self.task}', not 'embedding'; use classify() or run().")
+        raise InputError(f"this bundle's task is '{self.task}': it has no classification head, so classify() "
+                         "cannot run. Export a model with a classification head, or use embed().")
 
     def _items(self, items: Any) -> list:
         if self._encoder is not None:
@@ -106,23 +111,26 @@ class Runner:
             return check_images(items)
         raise InputError(f"this bundle's model takes raw tensors (family '{self.family}'); feed it with run(feeds).")
 
-    def _feeds(self, items: list) -> dict[str, np.ndarray]:
-        return self._encoder(items) if self._encoder is not None else self._images(items)
-
-    def _batched(self, items: list, batch_size: int, run: Callable[[list], np.ndarray]) -> np.ndarray:
-        """Longest texts first, in batches, then back to input order (sentence-transformers' length sort):
-        a batch pads to its own longest text, so sorting saves the padding a mixed corpus would pay for.
-        Images are all one size: they keep their order."""
+    def _batched(self, items: list, batch_size: int, run: Callable[[dict[str, np.ndarray]], np.ndarray],
+                 show_progress: bool = False) -> np.ndarray:
+        """Run items in batches and return the rows in input order. Texts are tokenized once and batched longest
+        token count first (sentence-transformers sorts by characters): a batch pads to its own longest text, so
+        sorting saves the padding a mixed corpus would pay for. Images are all one size: they keep their order."""
         _check_batch(batch_size)
-        order = np.argsort([-len(t) if isinstance(t, str) else 0 for t in items], kind="stable")
-        sorted_rows = np.concatenate([run([items[i] for i in order[j:j + batch_size]])
-                                      for j in range(0, len(items), batch_size)])
-        out = np.empty_like(sorted_rows)
-        out[order] = sorted_rows
+        if self._encoder is not None:
+            batches = self._encoder.batches(items, batch_size)
+        else:
+            batches = ((np.arange(j, min(j + batch_size, len(items))), self._images(items[j:j + batch_size]))
+                       for j in range(0, len(items), batch_size))
+        out = None
+        for rows, feeds in st.progress(batches, -(-len(items) // batch_size), show_progress):
+            values = run(feeds)
+            if out is None:
+                out = np.empty((len(items), *values.shape[1:]), dtype=values.dtype)
+            out[rows] = values
         return out
 
-    def _embed_batch(self, items: list) -> np.ndarray:
-        feeds = self._feeds(items)
+    def _embed_batch(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         return self.postprocess(feeds, self._infer(feeds)[self.outputs[0].name])
 
     def postprocess(self, feeds: dict[str, np.ndarray], raw: np.ndarray) -> np.ndarray:
@@ -130,8 +138,8 @@ class Runner:
         probabilities for classifiers, flattened rows for image and tensor models."""
         return output_vectors(self.family, feeds, raw, self.pooling, self.normalize)
 
-    def _first_output(self, items: list) -> np.ndarray:
-        return self._infer(self._feeds(items))[self.outputs[0].name].astype(np.float32)
+    def _first_output(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self._infer(feeds)[self.outputs[0].name].astype(np.float32)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         batch = self.inputs[0].static[0] if self.inputs[0].static else None
@@ -234,9 +242,8 @@ class Runner:
         texts = check_texts(sentences)
         chosen = st.resolve_prompt(self.prompts, prompt, prompt_name, self.manifest.model.default_prompt_name)
         texts = st.apply_prompt(texts, chosen)
-        starts = range(0, len(texts), _check_batch(batch_size))
-        vectors = np.concatenate([self.embed(texts[i:i + batch_size], batch_size)
-                                  for i in st.progress(starts, len(starts), show_progress_bar)])
+        self._require_task("embedding")
+        vectors = self._batched(texts, batch_size, self._embed_batch, show_progress_bar)
         vectors = st.postprocess(vectors, truncate_dim=truncate_dim, normalize=normalize_embeddings,
                                  already_unit=bool(self.normalize), precision=precision, ranges=ranges,
                                  calibration_embeddings=calibration_embeddings)

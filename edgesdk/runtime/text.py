@@ -7,7 +7,7 @@ Texts longer than `max_length` tokens are truncated, as sentence-transformers do
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
@@ -60,10 +60,7 @@ class TextEncoder:
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
         self._pad_id = settings.pad_id
         self._tokenizer.enable_truncation(self.static_length or self.max_length)
-        padding: dict[str, Any] = {"pad_id": settings.pad_id, "pad_token": settings.pad_token}
-        if self.static_length:
-            padding["length"] = self.static_length
-        self._tokenizer.enable_padding(**padding)
+        self._tokenizer.no_padding()  # rows are padded here: to a batch's longest, the static length or pad_to
         self._inputs = {spec.name: np.dtype(spec.dtype) for spec in inputs}
         unknown = [n for n in self._inputs if n not in TOKEN_COLUMNS]
         if unknown:
@@ -73,20 +70,39 @@ class TextEncoder:
     def __call__(self, texts: Sequence[str], pad_to: int | None = None) -> dict[str, np.ndarray]:
         """Feeds padded to the batch's longest text (or the static length); `pad_to`: padded to exactly that many
         tokens (InputError if a text is longer)."""
-        encodings = self._tokenizer.encode_batch(list(texts))
-        columns = {
-            "input_ids": [e.ids for e in encodings],
-            "attention_mask": [e.attention_mask for e in encodings],
-            "token_type_ids": [e.type_ids for e in encodings],
-        }
-        feeds = {name: np.asarray(columns[name], dtype=dtype) for name, dtype in self._inputs.items()}
-        if pad_to is None:
-            return feeds
-        width = next(iter(feeds.values())).shape[1]
-        if width > pad_to:
-            raise InputError(f"texts tokenize to {width} tokens, more than pad_to={pad_to}.")
-        return {name: np.pad(a, ((0, 0), (0, pad_to - width)), constant_values=self._pad_id if name == "input_ids"
-                             else 0) for name, a in feeds.items()}
+        return self.pad(self.encode(texts), pad_to)
+
+    def encode(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each text's (token ids, token type ids), truncated, not padded."""
+        return [(np.asarray(e.ids, dtype=np.int64), np.asarray(e.type_ids, dtype=np.int64))
+                for e in self._tokenizer.encode_batch(list(texts))]
+
+    def pad(self, rows: Sequence[tuple[np.ndarray, np.ndarray]], pad_to: int | None = None) -> dict[str, np.ndarray]:
+        """Encoded rows as the model's feeds: right-padded (pad id, mask 0, type 0) to the longest row, the static
+        length, or exactly `pad_to` tokens."""
+        width = self.static_length or max(len(ids) for ids, _ in rows)
+        if pad_to is not None:
+            if width > pad_to:
+                raise InputError(f"texts tokenize to {width} tokens, more than pad_to={pad_to}.")
+            width = pad_to
+        columns = {"input_ids": np.full((len(rows), width), self._pad_id, dtype=np.int64),
+                   "attention_mask": np.zeros((len(rows), width), dtype=np.int64),
+                   "token_type_ids": np.zeros((len(rows), width), dtype=np.int64)}
+        for i, (ids, types) in enumerate(rows):
+            columns["input_ids"][i, :len(ids)] = ids
+            columns["attention_mask"][i, :len(ids)] = 1
+            columns["token_type_ids"][i, :len(ids)] = types
+        return {name: columns[name].astype(dtype, copy=False) for name, dtype in self._inputs.items()}
+
+    def batches(self, texts: Sequence[str], batch_size: int) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """(row indices, feeds) per batch: every text tokenized once, longest token count first, so each batch pads
+        only to its own longest row (sorting by characters, as sentence-transformers does, padded STS-B dev to
+        57 501 tokens for 42 282 real ones at batch 32; by tokens, 43 262). Feeds are padded batch by batch."""
+        rows = self.encode(texts)
+        order = np.argsort([-len(ids) for ids, _ in rows], kind="stable")
+        for start in range(0, len(rows), batch_size):
+            chosen = order[start:start + batch_size]
+            yield chosen, self.pad([rows[i] for i in chosen])
 
 
 def pool(hidden: np.ndarray, attention_mask: np.ndarray | None, pooling: str, normalize: bool) -> np.ndarray:
