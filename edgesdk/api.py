@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import platform
 import tempfile
 import time
@@ -267,7 +268,7 @@ def _export_one(options: ExportOptions, shared: _Shared, profile: TargetProfile,
             artefact = exporter.convert(ctx)
             shared.inputs.payload(staging)
             manifest = _manifest(shared, profile, exporter, precision, spec, artefact, memory)
-            runner = Runner(open_bundle(staging, manifest), threads=None)  # the one Runner of this build
+            runner = Runner(open_bundle(staging, manifest), threads=MEASURE_THREADS)  # the one Runner of this build
             digest = ":".join(sha256_file(staging / f) for f in artefact.files)
             if digest not in measured:
                 measured[digest] = _measure(runner, shared)
@@ -364,13 +365,14 @@ def _choose_mode(options: ExportOptions, shared: _Shared, profile: TargetProfile
            f"{chosen} was fastest within the budget")
     log.info("  mode choice: %s (%s)", chosen, ", ".join(f"{r['mode']} {r['p50_ms']} ms" for r in rows))
     return built[best][1], {"chosen": chosen, "candidates": rows + failed, "why": why,
-                            "measured_on": cpu["model"], "note": "timed on the export machine: pass --quant-mode "
+                            "measured_on": cpu["model"], "threads": MEASURE_THREADS,
+                            "note": "timed on the export machine: pass --quant-mode "
                             "when the device's CPU differs"}
 
 
 def _time_side_by_side(runners: list[Runner], shared: _Shared, rounds: int = 20) -> list[float]:
     """p50 ms of each runner on the same batch-1 feed (the bench text at 128 tokens, or the family's first golden
-    item), round-robin so drift hits all alike."""
+    item), round-robin so drift hits all alike, on the export's MEASURE_THREADS."""
     from .runtime.bench import BenchConfig, feeds_for, run_interleaved, timer
 
     feeds = []
@@ -382,6 +384,11 @@ def _time_side_by_side(runners: list[Runner], shared: _Shared, rounds: int = 20)
     run_interleaved([timer(r.run, f) for r, f in zip(runners, feeds)], samples,
                     BenchConfig(warmup=3, iterations=rounds))
     return [float(np.median(s)) for s in samples]
+
+
+# The export measures every build (fidelity at each length, golden I/O, the mode choice's timings) on all of this
+# machine's cores: a runtime whose default is one thread (LiteRT) spent most of an android export there.
+MEASURE_THREADS = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8)
 
 
 @dataclass

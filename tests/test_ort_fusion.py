@@ -114,7 +114,8 @@ def test_fp32_bundle_records_its_fusions(dynamic_export):
     assert "SkipLayerNormalization" not in ops and decisions["skip_layer_norm"]["fused"] is False, ops
 
 
-def test_skip_layer_norm_can_be_switched_on(tiny_source, tmp_path):
+def _fp32_with(tiny_source, tmp_path, **device):
+    """The tiny source's onnxruntime FP32 artefact, built with these [device] fields changed."""
     from dataclasses import replace
 
     from edgesdk.backends import ConvertContext, backend
@@ -122,12 +123,16 @@ def test_skip_layer_norm_can_be_switched_on(tiny_source, tmp_path):
     from edgesdk.quant import QuantSpec
 
     profile = load_profile("onnxruntime")
-    profile = replace(profile, device=replace(profile.device, skip_layer_norm=True))
+    profile = replace(profile, device=replace(profile.device, **device))
     out = tmp_path / "bundle"
     out.mkdir()
     ctx = ConvertContext(tiny_source, tiny_source.onnx_path, out, "fp32", QuantSpec.from_profile(profile), None,
                          profile, work_dir=tmp_path)
-    artefact = backend("onnxruntime").convert(ctx)
+    return backend("onnxruntime").convert(ctx)
+
+
+def test_skip_layer_norm_can_be_switched_on(tiny_source, tmp_path):
+    artefact = _fp32_with(tiny_source, tmp_path, skip_layer_norm=True)
     assert artefact.decisions["fusion"]["applied"]["SkipLayerNormalization"] == 4
     assert "disabled_optimizers" not in artefact.settings
 
@@ -151,19 +156,7 @@ def test_keep_float_names_of_the_unfused_graph_reach_the_fused_node(tiny_source,
 
 
 def test_fusion_can_be_switched_off(tiny_source, tmp_path):
-    from dataclasses import replace
-
-    from edgesdk.backends import ConvertContext, backend
-    from edgesdk.profiles import load_profile
-    from edgesdk.quant import QuantSpec
-
-    profile = load_profile("onnxruntime")
-    profile = replace(profile, device=replace(profile.device, fusion=False))
-    out = tmp_path / "bundle"
-    out.mkdir()
-    ctx = ConvertContext(tiny_source, tiny_source.onnx_path, out, "fp32", QuantSpec.from_profile(profile), None,
-                         profile, work_dir=tmp_path)
-    artefact = backend("onnxruntime").convert(ctx)
+    artefact = _fp32_with(tiny_source, tmp_path, fusion=False)
     assert artefact.decisions["fusion"]["applied"] == {}
     assert "Attention" not in artefact.decisions["kernels"]["by_op"]
 

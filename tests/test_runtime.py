@@ -88,10 +88,14 @@ def test_length_sorted_batching_returns_input_order(runner):
     assert np.allclose(together, alone, atol=1e-5)
 
 
-def test_batches_are_sorted_by_token_count_not_characters(tiny_bundle):
+def test_batches_are_sorted_by_token_count_not_characters(tiny_bundle, monkeypatch):
     """Texts whose character and token lengths disagree (a long word is few tokens, digits and symbols are many):
     each batch the session sees is as wide as its own longest text in tokens, so the corpus pays the least
-    padding; results still come back in input order, the same as one text at a time."""
+    padding, also when the corpus is tokenized in several chunks; results still come back in input order, the
+    same as one text at a time."""
+    from edgesdk.runtime import text
+
+    monkeypatch.setattr(text, "ENCODE_CHUNK", 4)
     runner = load(tiny_bundle, threads=1)
     texts = ["1 2 3 4 5 6 7 8 9", "internationalization", "a, b; c: d!", "hello", "? ! ? !", "extraordinarily"]
     tokens = runner.tokenize(texts)["attention_mask"].sum(axis=1)
