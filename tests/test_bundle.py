@@ -178,9 +178,10 @@ def test_onnxruntime_int8_runs_integer_kernels(tiny_export):
     assert "SkipLayerNormalization" not in ops and ops["LayerNormalization"] == 5, ops
 
 
-def test_onnxruntime_int8_stores_weights_for_the_u8u8_kernels(tiny_export):
-    """Static INT8 weights are stored as uint8 with zero point 128 (the same values as the symmetric int8 ones),
-    so ORT runs U8U8 kernels, which do not saturate on x86 without VNNI; the integer kernels are unchanged."""
+def test_onnxruntime_int8_runs_every_weight_matmul_on_exact_u8s8_kernels(tiny_export):
+    """Static INT8 weights are first stored as uint8 (zero point 128: the same values), then each layer whose U8S8
+    outputs match U8U8 goes back to int8, and every other one gets int8 weights with 7-bit activation codes, where
+    U8S8 cannot saturate: no weight stays uint8, and the integer kernels are unchanged."""
     import onnx
     from onnx import numpy_helper
 
@@ -188,16 +189,20 @@ def test_onnxruntime_int8_stores_weights_for_the_u8u8_kernels(tiny_export):
     decisions = read_bundle(path).manifest.quantization.decisions
     assert decisions["weights"]["re_expressed"] >= 12
     probe = decisions["weights"]["signed_where_exact"]  # layers whose U8S8 outputs matched U8U8 went back to int8
-    assert probe["samples"] == 16 and len(probe["signed"]) + len(probe["kept_unsigned"]) >= 12
+    seven = decisions["weights"]["seven_bit_activations"]["layers"]
+    assert probe["samples"] == 16 and sorted(seven) == sorted(probe["kept_unsigned"])
+    layers = set(probe["signed"]) | set(seven)
+    assert len(layers) >= 12 and decisions["kernels"]["integer_matmuls"] >= 12
     model = onnx.load(str(path / "model.onnx"))
     inits = {i.name: i for i in model.graph.initializer}
-    users = {i: n.name for n in model.graph.node for i in n.input}
-    weights = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
-               and users.get(n.output[0]) in set(probe["signed"]) | set(probe["kept_unsigned"])]
-    for node in weights:
-        signed = users[node.output[0]] in probe["signed"]
-        assert inits[node.input[0]].data_type == (onnx.TensorProto.INT8 if signed else onnx.TensorProto.UINT8)
-        assert (numpy_helper.to_array(inits[node.input[2]]) == (0 if signed else 128)).all()
+    producer = {o: n for n in model.graph.node for o in n.output}
+    for node in (n for n in model.graph.node if n.name in layers):
+        a_dq, w_dq = (producer[i] for i in node.input)
+        assert inits[w_dq.input[0]].data_type == onnx.TensorProto.INT8
+        assert not numpy_helper.to_array(inits[w_dq.input[2]]).any()
+        zero = numpy_helper.to_array(inits[a_dq.input[2]])
+        if node.name in seven:  # the 7-bit grid: uint8 codes 0-127
+            assert zero.dtype == np.uint8 and int(zero) <= 127
 
 
 def test_onnxruntime_int8_gathers_embedding_rows_before_dequantizing(tiny_export):
@@ -299,9 +304,50 @@ def test_weights_go_back_to_int8_only_where_u8s8_matches_u8u8(tmp_path, weight_r
     assert np.allclose(run(path), before if not agree else with_int8)
 
 
-def test_a_failing_saturation_probe_leaves_the_weights_unsigned(tiny_model_dir, tmp_path, monkeypatch):
-    """The int8-weights step only speeds a bundle up: when ORT cannot run its probe the export still succeeds,
-    every weight stays uint8, and the manifest says why."""
+def test_seven_bit_activations_make_u8s8_exact_on_full_range_weights(tmp_path):
+    """Full-range int8 weights against activations at both ends of their range, signs matched so pairs of products
+    pile up (the case that saturates U8S8 on x86 without VNNI): on the 7-bit grid ORT's integer kernel gives what
+    float arithmetic on the same dequantized values gives, and ORT still runs it as an integer MatMul."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgesdk.backends.onnxruntime import kernels_run, seven_bit_activations, unsigned_weights
+
+    rng = np.random.default_rng(3)
+    w = rng.choice(np.array([-127, 127], np.int8), (64, 32))
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+         helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+         helper.make_node("DequantizeLinear", ["w", "ws"], ["wd"], axis=1),
+         helper.make_node("MatMul", ["xd", "wd"], ["y"], name="mm")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 32])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.full(32, 0.01, np.float32), "ws"),
+         numpy_helper.from_array(np.array(0.05, np.float32), "xs"),
+         numpy_helper.from_array(np.array(-3, np.int8), "xz")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert unsigned_weights(path) == 1
+    assert seven_bit_activations(path)["layers"] == ["mm"]
+    assert kernels_run(path)["integer_matmuls"] == 1
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+    scale, zero = inits["xd_scale_7bit"], inits["xd_zero_point_7bit"]
+    assert inits["w"].dtype == np.int8 and zero.dtype == np.uint8 and int(zero) == round(125 * 127 / 255)
+    assert np.isclose(scale, 0.05 * 255 / 127)
+    high, low = (-3 + 127) * 0.05, (-3 - 128) * 0.05  # the calibrated range's ends
+    x = np.where(w[:, ::4].T > 0, high, low).astype(np.float32)  # 8 rows, each matching one column's signs
+    codes = np.clip(np.round(x / scale) + zero, 0, 255)
+    assert codes.max() <= 127 and codes.min() >= 0
+    expected = ((codes - zero) * scale).astype(np.float32) @ (w.astype(np.float32) * 0.01)
+    import onnxruntime as ort
+
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_a_failing_saturation_probe_does_not_stop_the_export(tiny_model_dir, tmp_path, monkeypatch):
+    """The int8-weights probe only speeds a bundle up: when ORT cannot run it the export still succeeds and the
+    manifest says why; the 7-bit step, which needs no probe, then gives every layer its int8 weights."""
     import onnx
 
     from edgesdk.api import ExportOptions, export
@@ -320,11 +366,12 @@ def test_a_failing_saturation_probe_leaves_the_weights_unsigned(tiny_model_dir, 
     path = Path(result.bundles[0].path)
     weights = read_bundle(path).manifest.quantization.decisions["weights"]
     assert weights["signed_where_exact"] == {"skipped": "RuntimeError: probe failed"}
+    layers = set(weights["seven_bit_activations"]["layers"])
     model = onnx.load(str(path / "model.onnx"))
     inits = {i.name: i.data_type for i in model.graph.initializer}
-    stored = [inits[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
-              and len(n.input) > 2 and n.input[2].endswith("_zero_point_u8")]
-    assert stored and set(stored) == {onnx.TensorProto.UINT8}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    stored = [inits[producer[n.input[1]].input[0]] for n in model.graph.node if n.name in layers]
+    assert len(stored) >= 12 and set(stored) == {onnx.TensorProto.INT8}
 
 
 def test_unsigned_weights_keep_the_dequantized_values(tmp_path):
