@@ -255,22 +255,11 @@ def test_gather_before_dequantize_keeps_the_outputs_bit_identical(tmp_path, axis
     assert "DequantizeLinear" not in [n.op_type for n in onnx.load(str(path)).graph.node if n.output[0] == "t_dq"]
 
 
-@pytest.mark.parametrize("weight_range", [10, 127])
-def test_weights_go_back_to_int8_only_where_u8s8_matches_u8u8(tmp_path, weight_range):
-    """A MatMul gets int8 weights back exactly when the whole model, run in ORT with int8 weights, gives what it
-    gives with uint8 ones. Small weights cannot saturate a pair of u8 x s8 products, so they always qualify;
-    full-range weights against extreme activations saturate on x86 without int8 dot-product instructions."""
-    import shutil
-
-    import onnx
-    import onnxruntime as ort
+def _qdq_matmul(w: np.ndarray, zero_point: int):
+    """x [N, 64] → QuantizeLinear/DequantizeLinear (scale 0.05, int8 zero point) → MatMul with the int8 weight `w`
+    [64, 32] dequantized per column (scale 0.01): the pattern ORT fuses into one integer MatMul, named "mm"."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgesdk.backends.onnxruntime import signed_where_exact, unsigned_weights
-    from edgesdk.runtime.bench import cpu_features
-
-    rng = np.random.default_rng(2)
-    w = rng.integers(-weight_range, weight_range + 1, (64, 32)).astype(np.int8)
     graph = helper.make_graph(
         [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
          helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
@@ -280,9 +269,28 @@ def test_weights_go_back_to_int8_only_where_u8s8_matches_u8u8(tmp_path, weight_r
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 32])],
         [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.full(32, 0.01, np.float32), "ws"),
          numpy_helper.from_array(np.array(0.05, np.float32), "xs"),
-         numpy_helper.from_array(np.array(0, np.int8), "xz")])
+         numpy_helper.from_array(np.array(zero_point, np.int8), "xz")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("weight_range", [10, 127])
+def test_weights_go_back_to_int8_only_where_u8s8_matches_u8u8(tmp_path, weight_range):
+    """A MatMul gets int8 weights back exactly when the whole model, run in ORT with int8 weights, gives what it
+    gives with uint8 ones. Small weights cannot saturate a pair of u8 x s8 products, so they always qualify;
+    full-range weights against extreme activations saturate on x86 without int8 dot-product instructions."""
+    import shutil
+
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto
+
+    from edgesdk.backends.onnxruntime import signed_where_exact, unsigned_weights
+    from edgesdk.runtime.bench import cpu_features
+
+    rng = np.random.default_rng(2)
+    w = rng.integers(-weight_range, weight_range + 1, (64, 32)).astype(np.int8)
     signed_path, path = tmp_path / "s8.onnx", tmp_path / "m.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(signed_path))
+    onnx.save(_qdq_matmul(w, 0), str(signed_path))
     shutil.copyfile(signed_path, path)
     assert unsigned_weights(path) == 1
     # activations at the ends of the int8 range, signs matching the weights' so pairs of products pile up
@@ -309,24 +317,14 @@ def test_seven_bit_activations_make_u8s8_exact_on_full_range_weights(tmp_path):
     pile up (the case that saturates U8S8 on x86 without VNNI): on the 7-bit grid ORT's integer kernel gives what
     float arithmetic on the same dequantized values gives, and ORT still runs it as an integer MatMul."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import numpy_helper
 
     from edgesdk.backends.onnxruntime import kernels_run, seven_bit_activations, unsigned_weights
 
     rng = np.random.default_rng(3)
     w = rng.choice(np.array([-127, 127], np.int8), (64, 32))
-    graph = helper.make_graph(
-        [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
-         helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
-         helper.make_node("DequantizeLinear", ["w", "ws"], ["wd"], axis=1),
-         helper.make_node("MatMul", ["xd", "wd"], ["y"], name="mm")], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 64])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 32])],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.full(32, 0.01, np.float32), "ws"),
-         numpy_helper.from_array(np.array(0.05, np.float32), "xs"),
-         numpy_helper.from_array(np.array(-3, np.int8), "xz")])
     path = tmp_path / "m.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    onnx.save(_qdq_matmul(w, -3), str(path))
     assert unsigned_weights(path) == 1
     assert seven_bit_activations(path)["layers"] == ["mm"]
     assert kernels_run(path)["integer_matmuls"] == 1
