@@ -101,11 +101,11 @@ def test_batches_are_sorted_by_token_count_not_characters(tiny_bundle, monkeypat
     tokens = runner.tokenize(texts)["attention_mask"].sum(axis=1)
     assert sorted(tokens, reverse=True) != list(tokens[np.argsort([-len(t) for t in texts], kind="stable")])
     widths, infer = [], runner._session.infer
-    runner._session.infer = lambda feeds: widths.append(feeds["input_ids"].shape) or infer(feeds)
+    monkeypatch.setattr(runner._session, "infer", lambda feeds: widths.append(feeds["input_ids"].shape) or infer(feeds))
     together = runner.embed(texts, batch_size=2)
     expected = sorted(tokens, reverse=True)
     assert widths == [(2, int(expected[i])) for i in range(0, len(texts), 2)], widths
-    runner._session.infer = infer
+    monkeypatch.undo()
     alone = np.concatenate([runner.embed([t]) for t in texts])
     np.testing.assert_allclose(together, alone, atol=1e-5)
     np.testing.assert_allclose(runner.encode(texts, batch_size=2), alone, atol=1e-5)  # encode() sorts the same way

@@ -262,19 +262,7 @@ def signed_where_exact(path: Path, calibration, samples: int = 16) -> dict:
     model = onnx.load(str(path))
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
-    producer = {out: node for node in graph.node for out in node.output}
-    candidates = []  # (matmul, activation DQ, activation Q, weight DQ)
-    for node in graph.node:
-        if node.op_type != "MatMul" or len(node.input) != 2:
-            continue
-        a_dq, w_dq = producer.get(node.input[0]), producer.get(node.input[1])
-        if a_dq is None or w_dq is None or a_dq.op_type != "DequantizeLinear" \
-                or not _unsigned_weight(w_dq, initializers):
-            continue
-        a_q = producer.get(a_dq.input[0])
-        if a_q is not None and a_q.op_type == "QuantizeLinear" and len(a_dq.input) == 3 \
-                and all(i in initializers for i in a_dq.input[1:]):
-            candidates.append((node, a_dq, a_q, w_dq))
+    candidates = _unsigned_matmuls(graph, initializers)
     chosen = {"signed": [], "kept_unsigned": [], "samples": 0}
     if not candidates or calibration is None or not len(calibration):
         return chosen
@@ -341,6 +329,25 @@ def _unsigned_weight(dq, initializers) -> bool:
     return zero.dtype.kind == "u" and bool((zero == 128).all())
 
 
+def _unsigned_matmuls(graph, initializers) -> list:
+    """(MatMul, activation DQ, activation Q, weight DQ) for every MatMul on a weight `unsigned_weights` stored as
+    uint8 whose activation comes through QuantizeLinear → DequantizeLinear with constant scale and zero point."""
+    producer = {out: node for node in graph.node for out in node.output}
+    found = []
+    for node in graph.node:
+        if node.op_type != "MatMul" or len(node.input) != 2:
+            continue
+        a_dq, w_dq = producer.get(node.input[0]), producer.get(node.input[1])
+        if a_dq is None or w_dq is None or a_dq.op_type != "DequantizeLinear" \
+                or not _unsigned_weight(w_dq, initializers):
+            continue
+        a_q = producer.get(a_dq.input[0])
+        if a_q is not None and a_q.op_type == "QuantizeLinear" and len(a_dq.input) == 3 \
+                and all(i in initializers for i in a_dq.input[1:]):
+            found.append((node, a_dq, a_q, w_dq))
+    return found
+
+
 def _sign_weight(graph, initializers, w_dq) -> None:
     """Store a weight `unsigned_weights` made uint8 (zero point 128) back as int8 with zero point 0: same values."""
     import numpy as np
@@ -372,20 +379,11 @@ def seven_bit_activations(path: Path) -> dict:
     model = onnx.load(str(path))
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
-    producer = {out: node for node in graph.node for out in node.output}
     consumers = _consumers(graph)
     layers, requantized = [], set()
-    for node in graph.node:
-        if node.op_type != "MatMul" or len(node.input) != 2:
-            continue
-        a_dq, w_dq = producer.get(node.input[0]), producer.get(node.input[1])
-        if a_dq is None or a_dq.op_type != "DequantizeLinear" or w_dq is None \
-                or not _unsigned_weight(w_dq, initializers):
-            continue
-        a_q = producer.get(a_dq.input[0])
-        if a_q is None or a_q.op_type != "QuantizeLinear" or len(a_dq.input) != 3 \
-                or list(a_q.input[1:]) != list(a_dq.input[1:]) or not all(i in initializers for i in a_dq.input[1:]) \
-                or len(consumers.get(a_q.output[0], [])) != 1 or len(consumers.get(a_dq.output[0], [])) != 1:
+    for node, a_dq, a_q, w_dq in _unsigned_matmuls(graph, initializers):
+        if list(a_q.input[1:]) != list(a_dq.input[1:]) or len(consumers.get(a_q.output[0], [])) != 1 \
+                or len(consumers.get(a_dq.output[0], [])) != 1:
             continue
         scale = numpy_helper.to_array(initializers[a_dq.input[1]])
         zero = numpy_helper.to_array(initializers[a_dq.input[2]])
