@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 from .runtime.manifest import MANIFEST, FileEntry, Manifest, read_bundle, sha256_file
-from .runtime.unfinished import INCOMPLETE, owner_record, reading_staged
+from .runtime.unfinished import INCOMPLETE, reading_staged, write_owner_record
 from .swap import exchange
 
 
@@ -21,7 +21,7 @@ def staging_dir(final: Path) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     path = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
     path.mkdir()
-    (path / INCOMPLETE).write_text(owner_record(), encoding="utf-8")  # unloadable until the rename
+    write_owner_record(path / INCOMPLETE)  # unloadable until the rename
     return path
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from .errors import EdgeSDKError
-from .runtime.unfinished import INCOMPLETE, is_staging_name, owner_gone, owner_record
+from .runtime.unfinished import INCOMPLETE, is_staging_name, owner_gone, write_owner_record
 
 log = logging.getLogger("edgesdk")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".data", ".pt", ".pth", ".h5", ".msgpack")
@@ -107,7 +107,7 @@ def check_free_space(path: Path, need: int) -> None:
 
 def claim(work_dir: Path) -> None:
     """Record this process as the owner of an edgesdk temp work folder, so a later export can tell it is stale."""
-    (work_dir / OWNER).write_text(owner_record(), encoding="utf-8")
+    write_owner_record(work_dir / OWNER)
 
 
 def clean_stale(out: Path) -> None:
@@ -127,8 +127,10 @@ def _stale_staging(entry: Path) -> bool:
         return owner_gone(marker)
     if (entry / "manifest.json").is_file():
         return True  # unmarked with a manifest: killed in the instant of the commit, or the old half of a swap
-    try:  # unmarked without a manifest: an empty folder, or an older edgesdk's staging (give it a day)
-        return not any(entry.iterdir()) or time.time() - entry.stat().st_mtime > UNMARKED_STALE_SECONDS
+    try:  # unmarked without a manifest: empty (killed before its marker was in place: at most a half-written
+        # marker.tmp is there), or an older edgesdk's staging (give it a day)
+        return not any(p.name != INCOMPLETE + ".tmp" for p in entry.iterdir()) \
+            or time.time() - entry.stat().st_mtime > UNMARKED_STALE_SECONDS
     except OSError:
         return False
 

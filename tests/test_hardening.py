@@ -349,6 +349,22 @@ def test_export_killed_from_outside_mid_way(tmp_path, tiny_model_dir, caplog):
     assert not partial.exists() and "left by an interrupted export" in caplog.text
 
 
+def test_a_staging_folder_killed_while_its_marker_was_written_is_removed(tmp_path):
+    """The marker is written in one rename, so an export killed while writing it leaves a folder holding only the
+    half-written marker.tmp (never an empty marker, whose owner nobody could tell): that folder is stale."""
+    from edgesdk.bundle import staging_dir
+    from edgesdk.outdir import clean_stale
+    from edgesdk.runtime.unfinished import INCOMPLETE
+
+    staging = staging_dir(tmp_path / "dist" / "m-onnxruntime-fp32")
+    assert not list(staging.glob("*.tmp")) and (staging / INCOMPLETE).read_text()  # the marker is whole
+    killed = tmp_path / "dist" / ".m-onnxruntime-int8.partial-0badf00d"
+    killed.mkdir()
+    (killed / (INCOMPLETE + ".tmp")).write_text('{"pi')
+    clean_stale(tmp_path / "dist")
+    assert not killed.exists() and staging.is_dir()
+
+
 def test_a_live_exports_staging_folder_is_left_alone(tmp_path):
     from edgesdk.bundle import staging_dir
     from edgesdk.outdir import clean_stale

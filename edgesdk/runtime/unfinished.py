@@ -52,6 +52,14 @@ def owner_record() -> str:
     return json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
 
 
+def write_owner_record(path: Path) -> None:
+    """Write this process's owner_record to `path` in one rename: a process killed while writing leaves no record
+    (only `path` + ".tmp"), never an empty or half-written one that would read as an unknowable owner for ever."""
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(owner_record(), encoding="utf-8")
+    os.replace(partial, path)
+
+
 def owner_gone(record_path: Path) -> bool:
     """True when the process that wrote `record_path` (an owner_record) is not running on this host any more.
 
